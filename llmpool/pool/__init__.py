@@ -1,0 +1,9 @@
+"""The connection pool: one urllib3 PoolManager shared by every thread."""
+
+from __future__ import annotations
+
+from llmpool.pool.connection_pool import ConnectionPool
+from llmpool.pool.interfaces import IConnectionPool
+from llmpool.pool.transport import Response
+
+__all__ = ["ConnectionPool", "IConnectionPool", "Response"]

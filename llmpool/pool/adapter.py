@@ -1,0 +1,86 @@
+"""A requests transport adapter that draws from a llmpool ConnectionPool.
+
+Mount it on a ``requests.Session`` and the session's requests share the
+pool's per-host caps, keep-alive rules, stale-connection retry and
+statistics with every other user of the pool::
+
+    session = requests.Session()
+    session.mount("https://", PooledHTTPAdapter(pool))
+    session.mount("http://", PooledHTTPAdapter(pool))
+
+Importing this module imports requests; ``import llmpool`` does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+import requests.adapters
+
+from llmpool.exceptions import LLMPoolError, TransportError
+from llmpool.pool.connection_pool import ConnectionPool
+from llmpool.pool.transport import map_error
+
+__all__ = ["PooledHTTPAdapter", "map_requests_error"]
+
+
+class PooledHTTPAdapter(requests.adapters.HTTPAdapter):
+    """A ``requests`` adapter whose connections come from a shared :class:`ConnectionPool`.
+
+    Thread-safe to the same degree as a ``requests.Session`` (sessions are not
+    documented as thread-safe; the pool under them is). TLS settings come
+    from the pool's :class:`~llmpool.PoolConfig` (``verify``, ``ca_certs``,
+    client certificates), never from per-request ``verify=``/``cert=``
+    arguments, so one SSLContext serves every connection. urllib3's own
+    retries are off: ``max_retries`` is ignored. Closing the adapter (or the
+    session) does not close the shared pool.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.llm_pool = pool
+        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        """No private PoolManager: connections come from the shared pool."""
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: Any,
+        proxies: Any = None,
+        cert: Any = None,
+    ) -> Any:
+        """The shared pool's host pool for the request's URL."""
+        return self.llm_pool.host_pool(str(request.url))
+
+    def get_connection(self, url: str | bytes, proxies: Any = None) -> Any:
+        """The shared pool's host pool for *url* (older requests versions)."""
+        return self.llm_pool.host_pool(url.decode() if isinstance(url, bytes) else url)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """TLS settings belong to the pool's config; per-request ones are ignored."""
+
+    def close(self) -> None:
+        """Release nothing: the shared pool outlives the adapter."""
+
+
+def map_requests_error(exc: BaseException, url: str = "") -> LLMPoolError:
+    """Translate a ``requests`` exception into llmpool's tree, by its cause."""
+    if isinstance(exc, LLMPoolError):
+        return exc
+    cause: BaseException | None = exc
+    while isinstance(cause, requests.RequestException):
+        inner = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        if inner is None:
+            return TransportError(str(cause) or type(cause).__name__, url=url)
+        cause = inner
+    reason = getattr(cause, "reason", None)
+    if isinstance(reason, BaseException):  # urllib3 MaxRetryError
+        cause = reason
+    return map_error(cause or exc, url)

@@ -1,0 +1,383 @@
+"""ConnectionPool: one urllib3 PoolManager shared by every thread.
+
+The pool's own state (the host registry, statistics, the closed flag) is
+guarded by one ``RLock``, held for microseconds and never across network
+I/O, a sleep or a logging call. urllib3's per-host LifoQueue hands out the
+connections themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection
+
+from llmpool.config import PoolConfig
+from llmpool.exceptions import ConfigError, PoolClosed
+from llmpool.pool.interfaces import IConnectionPool
+from llmpool.pool.stats import COUNTERS, HostStats, merge_snapshots
+from llmpool.pool.transport import Response, make_pool_manager, map_error
+
+__all__ = ["ConnectionPool"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(url: str) -> tuple[str, str, str, int, str]:
+    """``url`` -> (host key, scheme, host, port, path?query). Cached: a client
+    sends to a handful of URLs, so this is a dict lookup after the first call."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ConfigError(f"not an http(s) URL: {url!r}", key="base_url", value=url)
+    host = parts.hostname
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return f"{scheme}://{host}:{port}", scheme, host, port, path
+
+
+def tcp_keepalive_options(config: PoolConfig) -> list[tuple[int, int, int]]:
+    """urllib3's default socket options plus TCP keep-alive when configured."""
+    options = list(HTTPConnection.default_socket_options)
+    if not config.tcp_keepalive:
+        return options
+    options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+    idle_opt = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    for opt, value in (
+        (idle_opt, config.tcp_keepidle),
+        (getattr(socket, "TCP_KEEPINTVL", None), config.tcp_keepintvl),
+        (getattr(socket, "TCP_KEEPCNT", None), config.tcp_keepcnt),
+    ):
+        if opt is not None:
+            options.append((socket.IPPROTO_TCP, opt, value))
+    return options
+
+
+def build_ssl_context(config: PoolConfig) -> ssl.SSLContext:
+    """One SSLContext for every HTTPS connection of a pool.
+
+    Loading a CA bundle costs milliseconds; urllib3 would reload it for every
+    new connection when given a path, so the pool builds the context once.
+    """
+    try:
+        context = ssl.create_default_context(cafile=config.ca_certs)
+        if config.cert_file:
+            context.load_cert_chain(config.cert_file, config.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS files: {exc}", key="ca_certs") from exc
+    if not config.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class ConnectionPool(IConnectionPool):
+    """Pooled HTTP(S) connections to LLM servers, shared by every thread.
+
+    One per process: build it once and hand it to every :class:`~llmpool.Client`
+    (or let the client build its own). Thread-safe: any number of threads may
+    call :meth:`request`, :meth:`acquire`, :meth:`release` and
+    :meth:`get_stats` at once. ``max_connections`` per host is a real cap:
+    when every connection is busy a caller waits up to ``pool_timeout``, then
+    gets :class:`~llmpool.exceptions.PoolTimeout`. It survives ``os.fork()``:
+    the child starts with fresh locks and no inherited sockets.
+    """
+
+    def __init__(self, config: PoolConfig | None = None) -> None:
+        self.config = config or PoolConfig()
+        # Guards _hosts, _retired and _closed, and (shared with every HostStats)
+        # the statistics. Never held across I/O, sleeps or logging.
+        self._lock = threading.RLock()
+        self._hosts: dict[str, tuple[Any, HostStats]] = {}
+        self._stats: dict[str, HostStats] = {}
+        self._retired = dict.fromkeys(COUNTERS, 0)
+        self._closed = False
+        self._ssl_context: ssl.SSLContext | None = None
+        self._socket_options = tcp_keepalive_options(self.config)
+        self._next_leak_check = 0.0
+        self._manager = self._new_manager()
+        cfg = self.config
+        self._timeout = urllib3.Timeout(
+            connect=cfg.effective_connect_timeout, read=cfg.effective_read_timeout
+        )
+        _FORK_WATCH.add(self)
+        if cfg.expected_threads and cfg.expected_threads > cfg.max_connections:
+            log.warning(
+                "max_connections=%d is below the %d threads expected to share the pool: "
+                "threads will wait up to pool_timeout=%.1fs for a connection",
+                cfg.max_connections,
+                cfg.expected_threads,
+                cfg.effective_pool_timeout,
+            )
+
+    # -- construction ------------------------------------------------------------------
+
+    def _new_manager(self) -> urllib3.PoolManager:
+        return make_pool_manager(
+            self.config,
+            ssl_context=None,
+            socket_options=self._socket_options,
+            attach=self._attach,
+        )
+
+    def _context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._ssl_context is None:
+                self._ssl_context = build_ssl_context(self.config)
+            return self._ssl_context
+
+    def _attach(self, host_pool: Any, scheme: str, host: str, port: int) -> None:
+        """Called by the manager for every new host pool: wire stats and config."""
+        key = f"{scheme}://{host}:{port}"
+        with self._lock:
+            stats = self._stats.get(key)
+            if stats is None:
+                stats = self._stats[key] = HostStats(key, self._lock)
+        host_pool.llm_stats = stats
+        host_pool.llm_config = self.config
+        if self.config.leak_timeout is not None:
+            host_pool.llm_leak_check = self._check_leaks
+        if scheme == "https":
+            host_pool.ssl_context = self._context()
+            host_pool.ca_certs = None  # the context already trusts them
+
+    def _route(self, url: str) -> tuple[Any, str]:
+        """The host pool for *url*, and the path to request."""
+        key, scheme, host, port, path = _split(url)
+        entry = self._hosts.get(key)
+        if entry is not None and entry[0].pool is not None:
+            return entry[0], path
+        if self._closed:
+            raise PoolClosed("the connection pool is closed", url=url)
+        host_pool: Any = self._manager.connection_from_host(host, port, scheme)
+        with self._lock:
+            self._hosts[key] = (host_pool, host_pool.llm_stats)
+            if len(self._hosts) > 2 * self.config.max_hosts:
+                self._forget_closed_hosts()
+        return host_pool, path
+
+    def _forget_closed_hosts(self) -> None:
+        """Drop registry entries whose host pool urllib3 evicted (lock held)."""
+        for key in [k for k, (p, _) in self._hosts.items() if p.pool is None]:
+            del self._hosts[key]
+            stats = self._stats.pop(key)
+            if stats.in_use:
+                self._stats[key] = stats
+                continue
+            for name in COUNTERS:
+                self._retired[name] += stats.counters[name]
+
+    # -- the interface -----------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        stream: bool = False,
+        pool_timeout: float | None = None,
+    ) -> Response:
+        """Send one request; see :meth:`IConnectionPool.request`.
+
+        *timeout* bounds the connect and each read (seconds; default: the
+        config's). *pool_timeout* bounds the wait for a free connection.
+        Raises only :class:`~llmpool.exceptions.TransportError` subclasses.
+        """
+        if self._closed:
+            raise PoolClosed("the connection pool is closed", url=url)
+        host_pool, path = self._route(url)
+        try:
+            raw = host_pool.urlopen(
+                method,
+                path,
+                body=body,
+                headers=headers,
+                timeout=self._timeout if timeout is None else self._timeout_for(timeout),
+                pool_timeout=pool_timeout,
+                preload_content=False,
+                release_conn=False,
+                assert_same_host=False,
+            )
+        except Exception as exc:
+            raise map_error(exc, url) from exc
+        response = Response(raw, url, raw.llm_reused)
+        if not stream:
+            response.read()
+        return response
+
+    def _timeout_for(self, timeout: float) -> urllib3.Timeout:
+        return urllib3.Timeout(
+            connect=min(timeout, self.config.effective_connect_timeout), read=timeout
+        )
+
+    def acquire(self, base_url: str) -> Any:
+        """Check out a raw urllib3 connection to *base_url*'s host.
+
+        For callers that drive the connection themselves; most code should use
+        :meth:`request`. Give it back with :meth:`release`, in a ``finally``.
+        """
+        if self._closed:
+            raise PoolClosed("the connection pool is closed", url=base_url)
+        host_pool, _ = self._route(base_url)
+        try:
+            return host_pool._get_conn()
+        except Exception as exc:
+            raise map_error(exc, base_url) from exc
+
+    def release(self, base_url: str, connection: Any) -> None:
+        """Give back a connection from :meth:`acquire`."""
+        key = _split(base_url)[0]
+        entry = self._hosts.get(key)
+        if entry is None:
+            connection.close()
+            return
+        entry[0]._put_conn(connection)
+
+    def host_pool(self, url: str) -> Any:
+        """The urllib3 host pool serving *url* (used by the requests adapter)."""
+        if self._closed:
+            raise PoolClosed("the connection pool is closed", url=url)
+        return self._route(url)[0]
+
+    def close_idle(self) -> int:
+        """Close every idle connection now (memory pressure); return how many."""
+        with self._lock:
+            pools = [pool for pool, _ in self._hosts.values()]
+        closed = 0
+        for pool in pools:
+            n = pool.close_idle()
+            pool.llm_stats.count("idle_closed", n)
+            closed += n
+        return closed
+
+    def get_stats(self) -> dict[str, Any]:
+        """Statistics as a plain dict: totals plus ``hosts`` (one dict per host).
+
+        Counters: total_requests (= successful_requests + failed_requests),
+        connections_created, connection_reuses, reuse_rate, stale_retries,
+        expired_closed, dropped_closed, discarded, idle_closed, pool_timeouts.
+        Gauges: in_use, idle, waiting, peak_in_use, leaked_connections.
+        Histograms (seconds): acquire_wait, latency (to response headers).
+        """
+        with self._lock:
+            entries = list(self._hosts.items())
+            retired = dict(self._retired)
+            closed = self._closed
+        now = time.monotonic()
+        leak_after = self.config.leak_timeout
+        hosts = {}
+        for key, (pool, stats) in entries:
+            leaked = len(stats.held_longer_than(leak_after, now)) if leak_after else 0
+            hosts[key] = stats.snapshot(pool.idle_count(), leaked)
+        out = merge_snapshots(hosts, retired)
+        out["closed"] = closed
+        out["max_connections"] = self.config.max_connections
+        return out
+
+    def _check_leaks(self) -> None:
+        """Warn once per connection held longer than leak_timeout (throttled to 1/s)."""
+        now = time.monotonic()
+        if now < self._next_leak_check or self.config.leak_timeout is None:
+            return
+        self._next_leak_check = now + 1.0
+        with self._lock:
+            entries = [stats for _, stats in self._hosts.values()]
+        fresh = []
+        for stats in entries:
+            for conn in stats.held_longer_than(self.config.leak_timeout, now):
+                if not getattr(conn, "llm_leak_warned", True):
+                    conn.llm_leak_warned = True  # type: ignore[attr-defined]
+                    fresh.append(stats.host)
+        for host in fresh:
+            log.warning(
+                "a connection to %s has been checked out for more than leak_timeout=%.1fs: "
+                "is a response or stream left open?",
+                host,
+                self.config.leak_timeout,
+            )
+
+    def close(self) -> None:
+        """Close idle connections now; in-use ones close when they come back.
+
+        Idempotent. Later calls raise :class:`~llmpool.exceptions.PoolClosed`.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            manager = self._manager
+        manager.clear()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        state = "closed" if self._closed else "open"
+        hosts = len(self._hosts)
+        return f"<ConnectionPool {state} max_connections={cfg.max_connections} hosts={hosts}>"
+
+    # -- fork --------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """Fresh lock and manager; the parent's sockets are closed, never shared."""
+        old = self._manager
+        self._lock = threading.RLock()
+        for stats in self._stats.values():
+            stats.reset_after_fork(self._lock)
+        self._hosts = {}
+        self._next_leak_check = 0.0
+        if not self._closed:
+            self._manager = self._new_manager()
+        _close_inherited(old)
+
+
+def _close_inherited(manager: urllib3.PoolManager) -> None:
+    """Close the parent's sockets in a forked child without taking any lock a
+    parent thread may have held at fork time."""
+    container = getattr(manager.pools, "_container", {})
+    for pool in list(container.values()):
+        queue = getattr(pool, "pool", None)
+        for conn in list(getattr(queue, "queue", ()) or ()):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                conn.sock = None
+
+
+_FORK_WATCH: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pool in list(_FORK_WATCH):
+        pool._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,535 @@
+"""The one boundary between llmpool and urllib3.
+
+This is the only module that imports ``urllib3.exceptions``. It holds:
+
+- the urllib3 subclasses that give the pool real caps and statistics: a
+  connection that knows when it was opened and how many requests it served,
+  and a host pool whose checkout closes expired connections, whose return
+  keeps at most ``max_keepalive`` idle connections, and whose ``urlopen``
+  retries a request once on a fresh connection when a *reused* keep-alive
+  socket turned out dead before any response byte arrived;
+- :func:`map_error`, which turns any urllib3 / ``http.client`` / socket error
+  into llmpool's own tree (``raise map_error(exc, url) from exc``);
+- :class:`Response`, the raw response llmpool hands out, whose reads map
+  errors the same way.
+
+Thread safety: host pools and the pool manager are shared by all threads
+(urllib3's LifoQueue hands out connections); statistics updates take the
+pool's lock for a few microseconds. A :class:`Response` is confined to the
+thread that made it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import urllib3
+from urllib3 import exceptions as u3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.retry import Retry
+
+from llmpool import exceptions as errors
+from llmpool.config import PoolConfig
+from llmpool.pool.stats import HostStats
+
+__all__ = ["NO_RETRY", "Response", "make_pool_manager", "map_error"]
+
+log = logging.getLogger(__name__)
+
+#: urllib3 never retries or redirects on its own: llmpool's policy decides.
+NO_RETRY = Retry(total=False, redirect=False, raise_on_redirect=False)
+
+_now = time.monotonic
+
+
+class _Exchange(threading.local):
+    """What this thread's current exchange learnt below urlopen."""
+
+    reused = False  # the request went over a socket that served one before
+    responded = False  # a status line arrived
+    fresh = False  # the stale retry asks checkout for a new socket
+    conn: Any = None  # the connection this thread last checked out
+
+
+_exchange = _Exchange()
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class _TrackedConnection:
+    """Mixin for urllib3 connections: opening time, requests served, stats."""
+
+    llm_stats: HostStats | None = None
+    llm_opened = 0.0
+    llm_last_used = 0.0
+    llm_served = 0
+    llm_leak_warned = False
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.llm_opened = self.llm_last_used = _now()
+        self.llm_served = 0
+        self.llm_leak_warned = False
+        if self.llm_stats is not None:
+            self.llm_stats.count("connections_created")
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        reused = self.llm_served > 0 and getattr(self, "sock", None) is not None
+        _exchange.reused = reused
+        super().request(*args, **kwargs)  # type: ignore[misc]
+        self.llm_served += 1
+
+    def getresponse(self) -> Any:
+        response = super().getresponse()  # type: ignore[misc]
+        _exchange.responded = True
+        return response
+
+
+class TrackedHTTPConnection(_TrackedConnection, HTTPConnection):
+    """An HTTP connection that records its age and use."""
+
+
+class TrackedHTTPSConnection(_TrackedConnection, HTTPSConnection):
+    """An HTTPS connection that records its age and use."""
+
+
+# --------------------------------------------------------------------------- host pools
+
+
+def _expired(cfg: PoolConfig, conn: Any, now: float) -> bool:
+    """Idle past keepalive_expiry, or older than max_connection_age."""
+    if cfg.keepalive_expiry is not None and now - conn.llm_last_used > cfg.keepalive_expiry:
+        return True
+    return cfg.max_connection_age is not None and now - conn.llm_opened > cfg.max_connection_age
+
+
+def _replayable(body: Any) -> bool:
+    return body is None or isinstance(body, (bytes, str))
+
+
+def _is_stale(exc: BaseException) -> bool:
+    """A dead keep-alive socket: the peer closed or reset it before answering."""
+    if isinstance(exc, u3.ProtocolError) and not isinstance(exc, u3.ReadTimeoutError):
+        cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
+        return isinstance(
+            cause,
+            (
+                http.client.RemoteDisconnected,
+                ConnectionResetError,
+                BrokenPipeError,
+                ConnectionAbortedError,
+            ),
+        )
+    return False
+
+
+_base_urlopen: Any = HTTPConnectionPool.urlopen
+
+
+class _TrackedPool:
+    """Mixin for urllib3 host pools: expiry, keep-alive cap, stats, stale retry."""
+
+    llm_stats: HostStats
+    llm_config: PoolConfig
+    llm_leak_check: Callable[[], None] | None = None
+    pool: Any
+
+    def _new_conn(self) -> Any:
+        conn = super()._new_conn()  # type: ignore[misc]
+        conn.llm_stats = self.llm_stats
+        return conn
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        stats = self.llm_stats
+        if timeout is None:
+            timeout = self.llm_config.effective_pool_timeout
+        started = _now()
+        stats.wait_started()
+        try:
+            queue = self.pool
+            if queue is None:
+                _exchange.conn = None
+                raise u3.ClosedPoolError(self, "Pool is closed.")  # type: ignore[arg-type]
+            try:
+                conn = queue.get(block=True, timeout=timeout)
+            except Exception as exc:  # queue.Empty
+                raise u3.EmptyPoolError(
+                    self,  # type: ignore[arg-type]
+                    f"no free connection within {timeout}s "
+                    f"(max_connections={self.llm_config.max_connections})",
+                ) from exc
+        except BaseException:
+            stats.checkout_failed()
+            raise
+        now = _now()
+        if conn is not None and conn.sock is not None:
+            self._check_idle(conn, now)
+        if conn is None:
+            conn = self._new_conn()
+        stats.checked_out(now - started, conn, now)
+        _exchange.conn = conn
+        if self.llm_leak_check is not None:
+            self.llm_leak_check()
+        return conn
+
+    def _check_idle(self, conn: Any, now: float) -> None:
+        """Close an idle connection that must not be reused."""
+        cfg = self.llm_config
+        if _exchange.fresh:
+            reason = "stale_closed"
+        elif _expired(cfg, conn, now):
+            reason = "expired_closed"
+        elif not conn.is_connected:
+            reason = "dropped_closed"
+        else:
+            return
+        conn.close()
+        if reason != "stale_closed":
+            self.llm_stats.count(reason)
+
+    def _put_conn(self, conn: Any) -> None:
+        stats = self.llm_stats
+        if conn is None:
+            # urlopen closed this thread's connection after an error and gives the slot back.
+            held, _exchange.conn = _exchange.conn, None
+            if held is not None:
+                stats.returned(held)
+        else:
+            conn.llm_last_used = _now()
+            if _exchange.conn is conn:
+                _exchange.conn = None
+            stats.returned(conn)
+            if conn.sock is not None and self._over_keepalive():
+                conn.close()
+                stats.count("discarded")
+        super()._put_conn(conn)  # type: ignore[misc]
+
+    def _over_keepalive(self) -> bool:
+        keep = self.llm_config.max_keepalive
+        if keep >= self.llm_config.max_connections:
+            return False
+        queue = self.pool
+        if queue is None:
+            return False
+        idle = sum(1 for c in list(queue.queue) if c is not None and c.sock is not None)
+        return idle >= keep
+
+    def idle_count(self) -> int:
+        """Idle connections with an open socket (a gauge)."""
+        queue = self.pool
+        if queue is None:
+            return 0
+        return sum(1 for c in list(queue.queue) if c is not None and c.sock is not None)
+
+    def close_idle(self) -> int:
+        """Close every idle connection (memory pressure); return how many."""
+        queue = self.pool
+        if queue is None:
+            return 0
+        closed = 0
+        for conn in list(queue.queue):
+            if conn is not None and conn.sock is not None:
+                conn.close()
+                closed += 1
+        return closed
+
+    def urlopen(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *_ignored: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """One exchange; retried once on a fresh socket when a reused one was dead.
+
+        urllib3's own retries and redirects are always off: llmpool's policy
+        (and, through the adapter, requests') decides.
+        """
+        kwargs["retries"] = NO_RETRY
+        kwargs["redirect"] = False
+        ex = _exchange
+        ex.reused = ex.responded = False
+        started = _now()
+        try:
+            try:
+                response = _base_urlopen(self, method, url, body, headers, **kwargs)
+            except u3.ProtocolError as exc:
+                if not (ex.reused and not ex.responded and _is_stale(exc) and _replayable(body)):
+                    raise
+                self.llm_stats.count("stale_retries")
+                log.debug("retrying %s %s on a fresh connection after %r", method, url, exc)
+                ex.fresh = True
+                ex.reused = ex.responded = False
+                try:
+                    response = _base_urlopen(self, method, url, body, headers, **kwargs)
+                finally:
+                    ex.fresh = False
+        except BaseException:
+            self.llm_stats.exchange_done(ok=False, reused=ex.reused, latency=None)
+            raise
+        self.llm_stats.exchange_done(ok=True, reused=ex.reused, latency=_now() - started)
+        response.llm_reused = ex.reused
+        return response
+
+
+class TrackedHTTPPool(_TrackedPool, HTTPConnectionPool):
+    """An HTTP host pool with llmpool's checkout rules and statistics."""
+
+    ConnectionCls = TrackedHTTPConnection
+
+
+class TrackedHTTPSPool(_TrackedPool, HTTPSConnectionPool):
+    """An HTTPS host pool with llmpool's checkout rules and statistics."""
+
+    ConnectionCls = TrackedHTTPSConnection
+
+
+_POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {
+    "http": TrackedHTTPPool,
+    "https": TrackedHTTPSPool,
+}
+
+
+class _Attach:
+    """Mixin for pool managers: hand every new host pool its stats and config."""
+
+    llm_attach: ClassVar[Callable[[Any, str, str, int], None]]
+    _llm_attach: Callable[[Any, str, str, int], None]
+
+    def _new_pool(
+        self, scheme: str, host: str, port: int, request_context: dict[str, Any] | None = None
+    ) -> HTTPConnectionPool:
+        pool = super()._new_pool(scheme, host, port, request_context)  # type: ignore[misc]
+        self._llm_attach(pool, scheme, host, port)
+        return pool  # type: ignore[no-any-return]
+
+
+class TrackedPoolManager(_Attach, urllib3.PoolManager):
+    """A PoolManager whose host pools are :class:`TrackedHTTPPool` / :class:`TrackedHTTPSPool`."""
+
+
+class TrackedProxyManager(_Attach, urllib3.ProxyManager):
+    """A ProxyManager whose host pools are tracked likewise."""
+
+
+def make_pool_manager(
+    config: PoolConfig,
+    *,
+    ssl_context: Any,
+    socket_options: list[tuple[int, int, int]],
+    attach: Callable[[Any, str, str, int], None],
+) -> urllib3.PoolManager:
+    """Build the one PoolManager of a ConnectionPool (or a ProxyManager)."""
+    kwargs: dict[str, Any] = {
+        "num_pools": config.max_hosts,
+        "maxsize": config.max_connections,
+        "block": True,
+        "retries": NO_RETRY,
+        "timeout": urllib3.Timeout(
+            connect=config.effective_connect_timeout, read=config.effective_read_timeout
+        ),
+        "ssl_context": ssl_context,
+        "cert_reqs": "CERT_REQUIRED" if config.verify else "CERT_NONE",
+        "socket_options": socket_options,
+    }
+    manager: urllib3.PoolManager
+    if config.proxy_url:
+        manager = TrackedProxyManager(config.proxy_url, **kwargs)
+    else:
+        manager = TrackedPoolManager(**kwargs)
+    manager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+    manager._llm_attach = attach
+    return manager
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def map_error(exc: BaseException, url: str = "") -> errors.LLMPoolError:
+    """Translate an urllib3, ``http.client`` or socket error into llmpool's tree.
+
+    Use as ``raise map_error(exc, url) from exc`` so the cause stays chained.
+    An error that is already llmpool's is returned unchanged.
+    """
+    if isinstance(exc, errors.LLMPoolError):
+        return exc
+    where = f" ({url})" if url else ""
+    cls = _error_class(exc)
+    return cls(f"{_describe(exc)}{where}", url=url)
+
+
+def _error_class(exc: BaseException) -> type[errors.TransportError]:
+    if isinstance(exc, u3.EmptyPoolError):
+        return errors.PoolTimeout
+    if isinstance(exc, u3.ClosedPoolError):
+        return errors.PoolClosed
+    if isinstance(exc, (u3.SSLError, *_ssl_errors())):
+        return errors.TLSError
+    if isinstance(exc, (u3.NewConnectionError, u3.ProxyError)):
+        return errors.ConnectError
+    if isinstance(exc, u3.ConnectTimeoutError):
+        return errors.ConnectTimeout
+    if isinstance(exc, (u3.ReadTimeoutError, socket.timeout, TimeoutError)):
+        return errors.ReadTimeout
+    if isinstance(exc, u3.ProtocolError):
+        cause = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(cause, (socket.timeout, TimeoutError)):
+            return errors.ReadTimeout
+        return errors.ProtocolError
+    if isinstance(exc, (u3.HTTPError, http.client.HTTPException, OSError)):
+        return errors.ProtocolError
+    return errors.TransportError
+
+
+def _ssl_errors() -> tuple[type[BaseException], ...]:
+    import ssl
+
+    return (ssl.SSLError, ssl.CertificateError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, u3.EmptyPoolError):
+        return str(exc.args[-1]) if exc.args else "connection pool exhausted"
+    if isinstance(exc, u3.ProtocolError) and len(exc.args) > 1:
+        return f"connection broken: {exc.args[1]!r}"
+    if isinstance(exc, u3.NewConnectionError):
+        return f"could not connect: {exc}"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class Response:
+    """A raw HTTP response from the pool.
+
+    Confined to the thread that made it. Its connection goes back to the pool
+    when the body has been read to the end, or on :meth:`close` (which closes
+    the connection when the body was not read to the end, so a half-read
+    socket is never reused). Use it as a context manager.
+    """
+
+    __slots__ = ("_content", "_raw", "_released", "connection_reused", "headers", "status", "url")
+
+    def __init__(self, raw: Any, url: str, reused: bool) -> None:
+        self._raw = raw
+        self._released = False
+        self._content: bytes | None = None
+        self.status: int = raw.status
+        self.headers: Mapping[str, str] = raw.headers
+        self.url = url
+        self.connection_reused = reused
+
+    def header(self, name: str) -> str | None:
+        """A header's value (case-insensitive), or None."""
+        return self.headers.get(name)
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        """Read the whole body and give the connection back.
+
+        Raises :class:`~llmpool.exceptions.ResponseTooLarge` (and closes the
+        connection) when the body exceeds *max_bytes*. A second call returns
+        the same bytes.
+        """
+        if self._content is not None:
+            return self._content
+        raw = self._raw
+        parts: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = raw.read(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    self.close()
+                    raise errors.ResponseTooLarge(
+                        f"response body exceeded max_response_bytes={max_bytes}",
+                        status_code=self.status,
+                        request_id=None,
+                        body="",
+                        limit=max_bytes,
+                    )
+                parts.append(chunk)
+        except errors.LLMPoolError:
+            raise
+        except Exception as exc:
+            self.close()
+            raise map_error(exc, self.url) from exc
+        self._finish()
+        self._content = b"".join(parts)
+        return self._content
+
+    @property
+    def content(self) -> bytes:
+        """The body (read on first access)."""
+        return self.read()
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """Yield the body as it arrives (each chunk as soon as it is received)."""
+        raw = self._raw
+        try:
+            if raw.chunked and raw.supports_chunked_reads():
+                chunks = raw.read_chunked(decode_content=True)
+            else:
+                chunks = iter(lambda: raw.read1(65536), b"")
+            yield from chunks
+        except Exception as exc:
+            self.close()
+            raise map_error(exc, self.url) from exc
+        self._finish()
+
+    def drain(self, limit: int = 1 << 20) -> bool:
+        """Read what is left (at most *limit* bytes) so the connection can be
+        reused; return whether it was. Never raises."""
+        raw = self._raw
+        try:
+            left = limit
+            while left > 0:
+                chunk = raw.read(min(65536, left))
+                if not chunk:
+                    self._finish()
+                    return True
+                left -= len(chunk)
+        except Exception:  # a broken connection cannot be reused anyway
+            log.debug("drain failed; closing the connection", exc_info=True)
+        self.close()
+        return False
+
+    def _finish(self) -> None:
+        if not self._released:
+            self._released = True
+            self._raw.release_conn()
+
+    def close(self) -> None:
+        """Give the connection back; close it first unless the body was read to the end."""
+        if self._released:
+            return
+        self._released = True
+        raw = self._raw
+        try:
+            if not raw.isclosed():
+                raw.close()
+        finally:
+            raw.release_conn()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status}] {self.url}>"
