@@ -13,6 +13,8 @@ Importing this module imports requests; ``import llmpool`` does not.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -20,9 +22,9 @@ import requests.adapters
 
 from llmpool.exceptions import LLMPoolError, TransportError
 from llmpool.pool.connection_pool import ConnectionPool
-from llmpool.pool.transport import map_error
+from llmpool.pool.transport import Response, map_error
 
-__all__ = ["PooledHTTPAdapter", "map_requests_error"]
+__all__ = ["PooledHTTPAdapter", "RequestsTransport", "map_requests_error"]
 
 
 class PooledHTTPAdapter(requests.adapters.HTTPAdapter):
@@ -84,3 +86,62 @@ def map_requests_error(exc: BaseException, url: str = "") -> LLMPoolError:
     if isinstance(reason, BaseException):  # urllib3 MaxRetryError
         cause = reason
     return map_error(cause or exc, url)
+
+
+class RequestsTransport:
+    """Sends the client's requests through a ``requests.Session`` mounted with
+    :class:`PooledHTTPAdapter`, so tests can mock llmpool with the
+    ``responses`` library while sharing the pool and its statistics.
+
+    Thread-safe for the client's use: each call runs on a session that this
+    transport keeps per thread (requests does not document ``Session`` as
+    thread-safe).
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self._local = threading.local()
+
+    def session(self) -> requests.Session:
+        """This thread's session, mounted on the shared pool."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # proxies and CA bundles come from PoolConfig
+            adapter = PooledHTTPAdapter(self.pool)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+        return session
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        stream: bool = False,
+        pool_timeout: float | None = None,
+    ) -> Response:
+        """Like :meth:`ConnectionPool.request`, through requests."""
+        cfg = self.pool.config
+        read = timeout if timeout is not None else cfg.effective_read_timeout
+        connect = min(read, cfg.effective_connect_timeout)
+        try:
+            reply = self.session().request(
+                method,
+                url,
+                data=body,
+                headers=dict(headers or {}),
+                timeout=(connect, read),
+                stream=True,
+                allow_redirects=False,
+            )
+        except Exception as exc:
+            raise map_requests_error(exc, url) from exc
+        response = Response(reply.raw, url, bool(getattr(reply.raw, "llm_reused", False)))
+        if not stream:
+            response.read()
+        return response

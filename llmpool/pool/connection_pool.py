@@ -15,7 +15,6 @@ import os
 import socket
 import ssl
 import threading
-import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +25,7 @@ from urllib3.connection import HTTPConnection
 
 from llmpool.config import PoolConfig
 from llmpool.exceptions import ConfigError, PoolClosed
+from llmpool.pool import transport
 from llmpool.pool.interfaces import IConnectionPool
 from llmpool.pool.stats import COUNTERS, HostStats, merge_snapshots
 from llmpool.pool.transport import Response, make_pool_manager, map_error
@@ -155,34 +155,46 @@ class ConnectionPool(IConnectionPool):
         if self.config.leak_timeout is not None:
             host_pool.llm_leak_check = self._check_leaks
         if scheme == "https":
-            host_pool.ssl_context = self._context()
+            host_pool.conn_kw["ssl_context"] = self._context()
             host_pool.ca_certs = None  # the context already trusts them
 
     def _route(self, url: str) -> tuple[Any, str]:
         """The host pool for *url*, and the path to request."""
         key, scheme, host, port, path = _split(url)
         entry = self._hosts.get(key)
-        if entry is not None and entry[0].pool is not None:
+        if entry is not None:
             return entry[0], path
         if self._closed:
             raise PoolClosed("the connection pool is closed", url=url)
         host_pool: Any = self._manager.connection_from_host(host, port, scheme)
         with self._lock:
             self._hosts[key] = (host_pool, host_pool.llm_stats)
-            if len(self._hosts) > 2 * self.config.max_hosts:
-                self._forget_closed_hosts()
+            evicted = self._evict_hosts()
+        for pool in evicted:
+            pool.close()
         return host_pool, path
 
-    def _forget_closed_hosts(self) -> None:
-        """Drop registry entries whose host pool urllib3 evicted (lock held)."""
-        for key in [k for k, (p, _) in self._hosts.items() if p.pool is None]:
-            del self._hosts[key]
-            stats = self._stats.pop(key)
+    def _evict_hosts(self) -> list[Any]:
+        """Beyond max_hosts, forget the oldest hosts with nothing in use (lock held).
+
+        Their counters fold into the totals; the caller closes their pools
+        after releasing the lock.
+        """
+        evicted = []
+        excess = len(self._hosts) - self.config.max_hosts
+        for key, (pool, stats) in list(self._hosts.items()):
+            if excess <= 0:
+                break
             if stats.in_use:
-                self._stats[key] = stats
                 continue
+            del self._hosts[key]
+            self._stats.pop(key, None)
+            self._manager.pools.pop(pool.llm_pool_key, None)
             for name in COUNTERS:
                 self._retired[name] += stats.counters[name]
+            evicted.append(pool)
+            excess -= 1
+        return evicted
 
     # -- the interface -----------------------------------------------------------------
 
@@ -280,15 +292,16 @@ class ConnectionPool(IConnectionPool):
         Histograms (seconds): acquire_wait, latency (to response headers).
         """
         with self._lock:
-            entries = list(self._hosts.items())
+            entries = [(key, stats, self._hosts.get(key)) for key, stats in self._stats.items()]
             retired = dict(self._retired)
             closed = self._closed
-        now = time.monotonic()
+        now = transport.now()
         leak_after = self.config.leak_timeout
         hosts = {}
-        for key, (pool, stats) in entries:
+        for key, stats, entry in entries:
             leaked = len(stats.held_longer_than(leak_after, now)) if leak_after else 0
-            hosts[key] = stats.snapshot(pool.idle_count(), leaked)
+            idle = entry[0].idle_count() if entry is not None else 0
+            hosts[key] = stats.snapshot(idle, leaked)
         out = merge_snapshots(hosts, retired)
         out["closed"] = closed
         out["max_connections"] = self.config.max_connections
@@ -296,7 +309,7 @@ class ConnectionPool(IConnectionPool):
 
     def _check_leaks(self) -> None:
         """Warn once per connection held longer than leak_timeout (throttled to 1/s)."""
-        now = time.monotonic()
+        now = transport.now()
         if now < self._next_leak_check or self.config.leak_timeout is None:
             return
         self._next_leak_check = now + 1.0
@@ -326,7 +339,10 @@ class ConnectionPool(IConnectionPool):
                 return
             self._closed = True
             manager = self._manager
+            pools = [pool for pool, _ in self._hosts.values()]
         manager.clear()
+        for pool in pools:
+            pool.close()
 
     @property
     def closed(self) -> bool:

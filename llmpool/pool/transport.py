@@ -39,7 +39,7 @@ from llmpool import exceptions as errors
 from llmpool.config import PoolConfig
 from llmpool.pool.stats import HostStats
 
-__all__ = ["NO_RETRY", "Response", "make_pool_manager", "map_error"]
+__all__ = ["NO_RETRY", "Response", "make_pool_manager", "map_error", "now"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 NO_RETRY = Retry(total=False, redirect=False, raise_on_redirect=False)
 
 _now = time.monotonic
+
+
+def now() -> float:
+    """The transport's monotonic clock (one clock for ages, idle times and leaks)."""
+    return _now()
 
 
 class _Exchange(threading.local):
@@ -311,6 +316,13 @@ class _Attach:
     ) -> HTTPConnectionPool:
         pool = super()._new_pool(scheme, host, port, request_context)  # type: ignore[misc]
         self._llm_attach(pool, scheme, host, port)
+        return pool  # type: ignore[no-any-return]
+
+    def connection_from_pool_key(
+        self, pool_key: Any, request_context: dict[str, Any] | None = None
+    ) -> HTTPConnectionPool:
+        pool: Any = super().connection_from_pool_key(pool_key, request_context)  # type: ignore[misc]
+        pool.llm_pool_key = pool_key  # lets the owner forget it on eviction
         return pool  # type: ignore[no-any-return]
 
 
