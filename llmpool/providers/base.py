@@ -1,0 +1,562 @@
+"""The provider contract: build requests, parse bodies, never touch the network.
+
+A provider turns a call's arguments into a :class:`~llmpool.models.Request`
+and a server's bytes into result values. The client does the HTTP. One
+provider instance serves every thread of a process: it is configured once
+(headers precomputed) and keeps no per-call state. Per-stream state lives in
+a :class:`StreamParser`, one per stream.
+
+The helpers at the bottom (:func:`load_json`, :func:`response_shape`,
+:func:`normalise_messages`, ...) are public so that third-party providers
+report malformed bodies the same way the built-in ones do.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import copy
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+from llmpool._version import __version__
+from llmpool.exceptions import (
+    APIStatusError,
+    ConfigError,
+    InvalidResponse,
+    LLMPoolError,
+    StreamError,
+    error_for_status,
+    excerpt,
+)
+from llmpool.models import (
+    ChatChunk,
+    ChatCompletion,
+    Embeddings,
+    Message,
+    Request,
+    ToolCall,
+    Usage,
+)
+from llmpool.retry import get_header, parse_retry_after
+
+if TYPE_CHECKING:
+    from llmpool.streaming import SSEEvent
+
+__all__ = [
+    "USER_AGENT",
+    "MessageLike",
+    "Provider",
+    "StreamParser",
+    "as_dict",
+    "as_list",
+    "check_model",
+    "load_json",
+    "merge_headers",
+    "message_dict",
+    "normalise_messages",
+    "opt_int",
+    "opt_str",
+    "opt_text",
+    "parse_tool_calls",
+    "parse_usage",
+    "response_shape",
+    "stop_list",
+    "with_extra",
+]
+
+#: Sent on every request unless ``default_headers`` overrides it.
+USER_AGENT = f"llmpool/{__version__}"
+
+#: A chat message: an OpenAI-style dict, or a :class:`~llmpool.models.Message`
+#: taken from an earlier result (for tool-call round trips).
+MessageLike = Mapping[str, Any] | Message
+
+
+class Provider(abc.ABC):
+    """One LLM API dialect: request building and response parsing.
+
+    Thread safety: one instance serves all threads. Everything is computed in
+    ``__init__`` and never changed; methods only read it and build new values.
+    The API key is kept out of ``repr`` and ``str``.
+
+    Subclasses set :attr:`name`, implement :meth:`build_chat`,
+    :meth:`parse_chat` and :meth:`stream_parser`, and usually
+    :meth:`static_headers`. Provider-specific options are keyword arguments
+    of the subclass's ``__init__``, set before calling ``super().__init__``;
+    an option nobody consumed raises :class:`~llmpool.exceptions.ConfigError`.
+    """
+
+    #: The entry-point name (``openai``, ``anthropic``).
+    name: ClassVar[str] = "provider"
+    #: The base URL (with its ``/v1``) used when the client is given none.
+    default_base_url: ClassVar[str | None] = None
+    #: Response headers that carry the server's request id, in order.
+    request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id", "request-id")
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        if options:
+            names = ", ".join(sorted(options))
+            raise ConfigError(
+                f"unknown option(s) for provider {self.name!r}: {names}",
+                key="provider_options",
+                value=sorted(options),
+            )
+        if api_key is not None and not isinstance(api_key, str):
+            raise ConfigError(
+                f"api_key must be a string or None, got a {type(api_key).__name__}",
+                key="api_key",
+            )
+        self._api_key = api_key or None
+        base = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        headers = merge_headers(base, self.static_headers())
+        self._headers = merge_headers(headers, _checked_headers(default_headers))
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key (never shown by ``repr``)."""
+        return self._api_key
+
+    def __repr__(self) -> str:
+        key = "'***'" if self._api_key else "None"
+        return f"<{type(self).__name__} name={self.name!r} api_key={key}>"
+
+    # ------------------------------------------------------------------ headers
+
+    def static_headers(self) -> dict[str, str]:
+        """The provider's own fixed headers: authentication, API version.
+
+        Called once, from ``__init__``. The base class adds ``User-Agent``,
+        ``Accept`` and ``Content-Type``; ``default_headers`` override all.
+        """
+        return {}
+
+    def headers(self, *, stream: bool = False) -> dict[str, str]:
+        """A fresh copy of every header a request sends (``Accept`` is
+        ``text/event-stream`` for a stream)."""
+        headers = dict(self._headers)
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        return headers
+
+    def with_headers(self, headers: Mapping[str, str]) -> Provider:
+        """A copy of this provider whose requests also send *headers* (which
+        override the existing ones, names compared without case). The
+        original is untouched, so both stay safe to share."""
+        clone = copy.copy(self)
+        clone._headers = merge_headers(self._headers, _checked_headers(headers))
+        return clone
+
+    def request_id(self, headers: Mapping[str, str]) -> str | None:
+        """The server's request id from response *headers*, or None."""
+        for name in self.request_id_headers:
+            value = get_header(headers, name)
+            if value:
+                return value
+        return None
+
+    # ------------------------------------------------------------------ requests
+
+    def post(self, path: str, payload: Mapping[str, Any], *, stream: bool = False) -> Request:
+        """A POST :class:`~llmpool.models.Request` of *payload* to *path*."""
+        headers = self.headers(stream=stream)
+        return Request(method="POST", path=path, headers=headers, payload=payload, stream=stream)
+
+    def get(self, path: str) -> Request:
+        """A GET :class:`~llmpool.models.Request` to *path* (no body, no Content-Type)."""
+        headers = self.headers()
+        headers.pop("Content-Type", None)
+        return Request(method="GET", path=path, headers=headers)
+
+    @abc.abstractmethod
+    def build_chat(
+        self,
+        model: str,
+        messages: Sequence[MessageLike],
+        *,
+        stream: bool = False,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """The request for a chat completion; *messages* are OpenAI-style."""
+
+    @abc.abstractmethod
+    def parse_chat(self, body: bytes, *, request_id: str | None) -> ChatCompletion:
+        """A chat completion from a 2xx *body*; InvalidResponse when it is not one."""
+
+    @abc.abstractmethod
+    def stream_parser(self, *, request_id: str | None = None) -> StreamParser:
+        """A new parser for one streamed response's events."""
+
+    def build_complete(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        stream: bool = False,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """The request for a legacy text completion (unsupported by default)."""
+        self.unsupported("text completions")
+
+    def parse_complete(self, body: bytes, *, request_id: str | None) -> ChatCompletion:
+        """A text completion as a ChatCompletion (unsupported by default)."""
+        self.unsupported("text completions")
+
+    def build_embed(
+        self,
+        model: str,
+        input: str | Sequence[str],
+        *,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """The request for embeddings (unsupported by default)."""
+        self.unsupported("embeddings")
+
+    def parse_embed(self, body: bytes, *, request_id: str | None) -> Embeddings:
+        """Embeddings from a 2xx *body* (unsupported by default)."""
+        self.unsupported("embeddings")
+
+    def build_models(self) -> Request:
+        """The request listing the models (``GET /models``)."""
+        return self.get("/models")
+
+    def parse_models(self, body: bytes, *, request_id: str | None = None) -> tuple[str, ...]:
+        """Model ids from a ``{"data": [{"id": ...}, ...]}`` body."""
+        data = load_json(body, request_id=request_id, what="model list")
+        with response_shape(body, request_id, "model list"):
+            return tuple(str(as_dict(item)["id"]) for item in as_list(as_dict(data)["data"]))
+
+    def unsupported(self, what: str) -> NoReturn:
+        """Raise the ConfigError for an operation this provider does not offer."""
+        raise ConfigError(
+            f"the {self.name} provider does not support {what}", key="provider", value=self.name
+        )
+
+    # ------------------------------------------------------------------ errors
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
+        """The typed error for a non-2xx answer, with the provider's message,
+        error type, the request id and ``retry_after`` from the headers."""
+        message, error_type, body_request_id = self.error_details(body)
+        if not message:
+            message = excerpt(body, 200).strip() or f"HTTP {status}"
+        return error_for_status(
+            status,
+            message,
+            request_id=self.request_id(headers) or body_request_id,
+            body=body,
+            retry_after=parse_retry_after(headers),
+            error_type=error_type,
+        )
+
+    def error_details(self, body: bytes) -> tuple[str | None, str | None, str | None]:
+        """``(message, error_type, request_id)`` read from an error body.
+
+        Understands OpenAI's ``{"error": {"message", "type", "code"}}``,
+        Anthropic's ``{"type": "error", "error": {"type", "message"},
+        "request_id"}`` and the common ``{"error": "..."}``, ``{"message":
+        ...}`` and ``{"detail": ...}`` shapes; anything else gives Nones.
+        """
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return None, None, None
+        if not isinstance(data, dict):
+            return None, None, None
+        error = data.get("error")
+        request_id = opt_text(data.get("request_id"))
+        if isinstance(error, dict):
+            kind = opt_text(error.get("type")) or opt_text(error.get("code"))
+            return opt_text(error.get("message")), kind, request_id
+        if isinstance(error, str):
+            return excerpt(error), None, request_id
+        for key in ("message", "detail"):
+            if isinstance(data.get(key), str):
+                return excerpt(data[key]), None, request_id
+        return None, None, request_id
+
+
+def _checked_headers(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigError(
+            "default_headers must map header names to string values", key="default_headers"
+        )
+    return headers
+
+
+class StreamParser(abc.ABC):
+    """Turns one stream's server-sent events into :class:`~llmpool.models.ChatChunk`.
+
+    Thread safety: none needed; one parser per stream, confined to the thread
+    reading it. It remembers what the caller needs at the end: whether the
+    terminal marker arrived (:attr:`done`), the finish reason, the usage and
+    the text so far (for the context of a StreamInterrupted).
+    """
+
+    #: Error types that a retry may cure (when nothing was delivered yet).
+    transient_errors: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, *, request_id: str | None = None) -> None:
+        self.request_id = request_id
+        #: The response id the stream announced (None until it did).
+        self.response_id: str | None = None
+        #: The model the stream announced (None until it did).
+        self.model: str | None = None
+        self._done = False
+        self._finish_reason: str | None = None
+        self._usage: Usage | None = None
+        self._parts: list[str] = []
+
+    @abc.abstractmethod
+    def feed(self, event: SSEEvent) -> ChatChunk | None:
+        """The chunk *event* carries, or None for events without one (pings,
+        bookkeeping, the terminal marker). Raises StreamError for an error
+        event and InvalidResponse for malformed data."""
+
+    @property
+    def done(self) -> bool:
+        """Whether the terminal marker (``[DONE]``, ``message_stop``) was seen."""
+        return self._done
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The last finish reason seen (OpenAI's vocabulary), or None."""
+        return self._finish_reason
+
+    @property
+    def usage(self) -> Usage | None:
+        """The token usage, once the stream reported it."""
+        return self._usage
+
+    @property
+    def text(self) -> str:
+        """The text of the first choice received so far."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def load(self, data: str) -> dict[str, Any]:
+        """The JSON object of an event's data; InvalidResponse otherwise."""
+        obj = load_json(data, request_id=self.request_id, what="stream event")
+        with response_shape(data, self.request_id, "stream event"):
+            return as_dict(obj)
+
+    def chunk(self, delta: str = "", **fields: Any) -> ChatChunk:
+        """A chunk, recording its text, finish reason and usage on the parser
+        (text and finish reason of the first choice only)."""
+        first = fields.get("index", 0) == 0
+        if delta and first:
+            self._parts.append(delta)
+        if first and fields.get("finish_reason"):
+            self._finish_reason = fields["finish_reason"]
+        if fields.get("usage") is not None:
+            self._usage = fields["usage"]
+        return ChatChunk(delta=delta, **fields)
+
+    def error(self, message: str, error_type: str | None, data: str) -> StreamError:
+        """The StreamError for an error event; retryable when the type is transient."""
+        return StreamError(
+            message or "error event in the stream",
+            status_code=200,
+            request_id=self.request_id,
+            body=excerpt(data),
+            error_type=error_type,
+            text=self.text,
+            delivered=False,
+            retryable=error_type in self.transient_errors,
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """*base* updated with *extra*, header names compared without case
+    (the spelling of *extra* wins)."""
+    merged = dict(base)
+    for name, value in extra.items():
+        for old in [k for k in merged if k.lower() == name.lower()]:
+            del merged[old]
+        merged[name] = value
+    return merged
+
+
+def load_json(body: bytes | str, *, request_id: str | None, what: str = "response") -> Any:
+    """Decode JSON *body*; InvalidResponse (with an excerpt) when it is not JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidResponse(
+            f"{what} is not valid JSON: {exc}",
+            status_code=None,
+            request_id=request_id,
+            body=excerpt(body),
+        ) from exc
+
+
+@contextlib.contextmanager
+def response_shape(body: bytes | str, request_id: str | None, what: str) -> Iterator[None]:
+    """Turn a KeyError/TypeError/ValueError/... raised while reading a decoded
+    body into InvalidResponse, so a wrong shape never escapes raw."""
+    try:
+        yield
+    except LLMPoolError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise InvalidResponse(
+            f"{what} has an unexpected shape ({type(exc).__name__}: {exc})",
+            status_code=None,
+            request_id=request_id,
+            body=excerpt(body),
+        ) from exc
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """*value* when it is a JSON object; TypeError otherwise."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    """*value* when it is a JSON array; TypeError otherwise."""
+    if not isinstance(value, list):
+        raise TypeError(f"expected an array, got {type(value).__name__}")
+    return value
+
+
+def opt_str(value: Any) -> str | None:
+    """*value* when it is a string or None; TypeError otherwise."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def opt_text(value: Any) -> str | None:
+    """*value* when it is a non-empty string, else None (never raises)."""
+    return value if isinstance(value, str) and value else None
+
+
+def opt_int(value: Any, default: int | None = None) -> int | None:
+    """*value* when it is an integer, *default* when None; TypeError otherwise."""
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def parse_tool_calls(value: Any) -> tuple[ToolCall, ...]:
+    """OpenAI-style ``tool_calls`` (a list or None) as ToolCall values."""
+    if value is None:
+        return ()
+    calls = []
+    for item in as_list(value):
+        call = as_dict(item)
+        function = as_dict(call["function"])
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments if arguments is not None else {})
+        calls.append(
+            ToolCall(
+                id=str(call.get("id") or ""),
+                name=str(function["name"]),
+                arguments=arguments,
+                type=str(call.get("type") or "function"),
+            )
+        )
+    return tuple(calls)
+
+
+def message_dict(message: MessageLike) -> dict[str, Any]:
+    """An OpenAI-style dict for *message* (a dict is copied, a Message converted)."""
+    if isinstance(message, Message):
+        out: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": call.type,
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ]
+        return out
+    if isinstance(message, Mapping) and isinstance(message.get("role"), str):
+        return dict(message)
+    raise ConfigError(
+        f"each message must be a mapping with a 'role' or a Message, got {message!r:.80}",
+        key="messages",
+    )
+
+
+def normalise_messages(messages: Sequence[MessageLike]) -> list[dict[str, Any]]:
+    """Check *messages* and return them as a list of OpenAI-style dicts."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise ConfigError(
+            f"messages must be a list of messages, got {type(messages).__name__}",
+            key="messages",
+        )
+    if not messages:
+        raise ConfigError("messages must not be empty", key="messages")
+    return [message_dict(m) for m in messages]
+
+
+def check_model(model: str) -> str:
+    """*model* when it is a non-empty string; ConfigError otherwise."""
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"model must be a non-empty string, got {model!r}", key="model")
+    return model
+
+
+def stop_list(stop: str | Sequence[str] | None) -> list[str] | None:
+    """*stop* as a list of strings (None stays None)."""
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if not all(isinstance(s, str) for s in stop):
+        raise ConfigError("stop must be a string or a list of strings", key="stop")
+    return list(stop)
+
+
+def with_extra(payload: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """*payload* updated with the caller's *extra_body* (which wins)."""
+    if extra_body is not None:
+        if not isinstance(extra_body, Mapping):
+            raise ConfigError("extra_body must be a mapping", key="extra_body")
+        payload.update(extra_body)
+    return payload
+
+
+def parse_usage(value: Any) -> Usage:
+    """OpenAI-style usage (``prompt_tokens``, ``completion_tokens``, ``total_tokens``)."""
+    if value is None:
+        return Usage()
+    usage = as_dict(value)
+    prompt = opt_int(usage.get("prompt_tokens"), 0) or 0
+    completion = opt_int(usage.get("completion_tokens"), 0) or 0
+    total = opt_int(usage.get("total_tokens"), prompt + completion) or 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)

@@ -1,0 +1,308 @@
+"""The OpenAI dialect: chat completions, completions, embeddings, models.
+
+Also serves OpenAI-compatible servers (vLLM, llama.cpp, LiteLLM, Ollama's
+``/v1``...): give the client their base URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmpool.exceptions import ConfigError, StreamError
+from llmpool.models import ChatChunk, ChatCompletion, Choice, Embeddings, Message, Request
+from llmpool.providers.base import (
+    MessageLike,
+    Provider,
+    StreamParser,
+    as_dict,
+    as_list,
+    check_model,
+    load_json,
+    normalise_messages,
+    opt_int,
+    opt_str,
+    opt_text,
+    parse_tool_calls,
+    parse_usage,
+    response_shape,
+    stop_list,
+    with_extra,
+)
+
+if TYPE_CHECKING:
+    from llmpool.streaming import SSEEvent
+
+__all__ = ["OpenAIProvider", "OpenAIStreamParser"]
+
+
+class OpenAIProvider(Provider):
+    """OpenAI's API and OpenAI-compatible servers.
+
+    Options: ``organization`` and ``project`` (sent as ``OpenAI-Organization``
+    and ``OpenAI-Project``). Without an API key no ``Authorization`` header is
+    sent (local servers). Thread safety: one instance serves all threads.
+    """
+
+    name: ClassVar[str] = "openai"
+    default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        **options: Any,
+    ) -> None:
+        for key, value in (("organization", organization), ("project", project)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key} must be a string", key=key, value=value)
+        self._organization = organization
+        self._project = project
+        super().__init__(api_key=api_key, default_headers=default_headers, **options)
+
+    def static_headers(self) -> dict[str, str]:
+        """``Authorization: Bearer``, organization and project headers."""
+        headers = {}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        if self._organization:
+            headers["OpenAI-Organization"] = self._organization
+        if self._project:
+            headers["OpenAI-Project"] = self._project
+        return headers
+
+    # ------------------------------------------------------------------ chat
+
+    def build_chat(
+        self,
+        model: str,
+        messages: Sequence[MessageLike],
+        *,
+        stream: bool = False,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """``POST /chat/completions``; a stream asks for the final usage chunk."""
+        payload: dict[str, Any] = {
+            "model": check_model(model),
+            "messages": normalise_messages(messages),
+        }
+        if tools is not None:
+            payload["tools"] = [dict(tool) for tool in tools]
+        _sampling(payload, stream, temperature, max_tokens, stop)
+        return self.post("/chat/completions", with_extra(payload, extra_body), stream=stream)
+
+    def parse_chat(self, body: bytes, *, request_id: str | None) -> ChatCompletion:
+        """A ChatCompletion from an OpenAI ``chat.completion`` object."""
+        return _completion(body, request_id, "chat completion", _chat_choice)
+
+    def stream_parser(self, *, request_id: str | None = None) -> OpenAIStreamParser:
+        """A parser for ``chat.completion.chunk`` (and completions) streams."""
+        return OpenAIStreamParser(request_id=request_id)
+
+    # ------------------------------------------------------------------ completions
+
+    def build_complete(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        stream: bool = False,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """``POST /completions`` (the legacy text completion endpoint)."""
+        if not isinstance(prompt, str):
+            raise ConfigError("prompt must be a string", key="prompt")
+        payload: dict[str, Any] = {"model": check_model(model), "prompt": prompt}
+        _sampling(payload, stream, temperature, max_tokens, stop)
+        return self.post("/completions", with_extra(payload, extra_body), stream=stream)
+
+    def parse_complete(self, body: bytes, *, request_id: str | None) -> ChatCompletion:
+        """A ChatCompletion whose message content is each choice's ``text``."""
+        return _completion(body, request_id, "completion", _text_choice)
+
+    # ------------------------------------------------------------------ embeddings
+
+    def build_embed(
+        self,
+        model: str,
+        input: str | Sequence[str],
+        *,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """``POST /embeddings``. ``extra_body={"encoding_format": "base64"}``
+        makes the body smaller and faster to parse where the server supports it."""
+        if not isinstance(input, str) and not (
+            isinstance(input, Sequence) and all(isinstance(i, str) for i in input)
+        ):
+            raise ConfigError("input must be a string or a list of strings", key="input")
+        items = input if isinstance(input, str) else list(input)
+        payload: dict[str, Any] = {"model": check_model(model), "input": items}
+        return self.post("/embeddings", with_extra(payload, extra_body))
+
+    def parse_embed(self, body: bytes, *, request_id: str | None) -> Embeddings:
+        """Embeddings in input order (sorted by ``index``); base64 vectors decoded."""
+        data = load_json(body, request_id=request_id, what="embeddings")
+        with response_shape(body, request_id, "embeddings"):
+            obj = as_dict(data)
+            items = sorted(
+                (as_dict(item) for item in as_list(obj["data"])),
+                key=lambda item: opt_int(item.get("index"), 0) or 0,
+            )
+            return Embeddings(
+                vectors=tuple(_vector(item["embedding"]) for item in items),
+                model=str(obj.get("model") or ""),
+                usage=parse_usage(obj.get("usage")),
+                request_id=request_id,
+                raw=obj,
+            )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _sampling(
+    payload: dict[str, Any],
+    stream: bool,
+    temperature: float | None,
+    max_tokens: int | None,
+    stop: str | Sequence[str] | None,
+) -> None:
+    if stream:
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+    if temperature is not None:
+        payload["temperature"] = temperature
+    if max_tokens is not None:
+        payload["max_tokens"] = max_tokens
+    stops = stop_list(stop)
+    if stops is not None:
+        payload["stop"] = stops
+
+
+def _content(value: Any) -> str | None:
+    """Message content: a string, None, or a list of text parts (joined)."""
+    if isinstance(value, list):
+        return "".join(str(as_dict(part).get("text") or "") for part in value)
+    return opt_str(value)
+
+
+def _chat_choice(index: int, choice: dict[str, Any]) -> Choice:
+    message = as_dict(choice["message"])
+    return Choice(
+        index=opt_int(choice.get("index"), index) or 0,
+        message=Message(
+            role=str(message.get("role") or "assistant"),
+            content=_content(message.get("content")),
+            tool_calls=parse_tool_calls(message.get("tool_calls")),
+        ),
+        finish_reason=opt_str(choice.get("finish_reason")),
+    )
+
+
+def _text_choice(index: int, choice: dict[str, Any]) -> Choice:
+    return Choice(
+        index=opt_int(choice.get("index"), index) or 0,
+        message=Message(role="assistant", content=opt_str(choice.get("text")) or ""),
+        finish_reason=opt_str(choice.get("finish_reason")),
+    )
+
+
+def _completion(
+    body: bytes,
+    request_id: str | None,
+    what: str,
+    choice: Callable[[int, dict[str, Any]], Choice],
+) -> ChatCompletion:
+    data = load_json(body, request_id=request_id, what=what)
+    with response_shape(body, request_id, what):
+        obj = as_dict(data)
+        return ChatCompletion(
+            id=str(obj.get("id") or ""),
+            model=str(obj.get("model") or ""),
+            choices=tuple(choice(i, as_dict(c)) for i, c in enumerate(as_list(obj["choices"]))),
+            usage=parse_usage(obj.get("usage")),
+            created=opt_int(obj.get("created")),
+            request_id=request_id,
+            raw=obj,
+        )
+
+
+def _vector(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        floats = array("f")
+        floats.frombytes(base64.b64decode(value, validate=True))
+        if sys.byteorder == "big":
+            floats.byteswap()
+        return tuple(floats)
+    return tuple(map(float, as_list(value)))
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+class OpenAIStreamParser(StreamParser):
+    """Reads ``data: {chunk}`` events up to ``data: [DONE]``.
+
+    Confined to the thread reading the stream. A ``data: {"error": ...}``
+    event raises StreamError (retryable for server and rate-limit errors
+    when nothing was delivered).
+    """
+
+    transient_errors: ClassVar[frozenset[str]] = frozenset(
+        {"server_error", "api_error", "overloaded_error", "rate_limit_error", "rate_limit_exceeded"}
+    )
+
+    def feed(self, event: SSEEvent) -> ChatChunk | None:
+        """The chunk of one event (None for ``[DONE]`` and empty keep-alives)."""
+        data = event.data
+        if data == "[DONE]":
+            self._done = True
+            return None
+        if not data.strip():
+            return None
+        obj = self.load(data)
+        if obj.get("error") is not None or event.event == "error":
+            raise self._stream_error(obj, data)
+        with response_shape(data, self.request_id, "stream chunk"):
+            return self._chunk(obj)
+
+    def _chunk(self, obj: dict[str, Any]) -> ChatChunk:
+        if self.response_id is None:
+            self.response_id = opt_text(obj.get("id"))
+            self.model = opt_text(obj.get("model"))
+        usage = parse_usage(obj["usage"]) if obj.get("usage") else None
+        choices = as_list(obj.get("choices") or [])
+        if not choices:
+            return self.chunk(usage=usage, raw=obj)
+        choice = as_dict(choices[0])
+        delta = as_dict(choice.get("delta") or {})
+        text = delta.get("content") if "delta" in choice else choice.get("text")
+        tool_calls = tuple(as_dict(call) for call in as_list(delta.get("tool_calls") or []))
+        return self.chunk(
+            opt_str(text) or "",
+            index=opt_int(choice.get("index"), 0) or 0,
+            finish_reason=opt_str(choice.get("finish_reason")),
+            usage=usage,
+            tool_calls=tool_calls,
+            raw=obj,
+        )
+
+    def _stream_error(self, obj: dict[str, Any], data: str) -> StreamError:
+        error = obj.get("error")
+        if isinstance(error, dict):
+            kind = opt_text(error.get("type")) or opt_text(error.get("code"))
+            return self.error(opt_text(error.get("message")) or "", kind, data)
+        return self.error(opt_text(error) or opt_text(obj.get("message")) or "", None, data)
