@@ -100,7 +100,7 @@ class AnthropicProvider(Provider):
                 value=default_max_tokens,
             )
         self._version = anthropic_version
-        self.default_max_tokens = default_max_tokens
+        self._default_max_tokens = default_max_tokens
         self._beta = [beta] if isinstance(beta, str) else list(beta or ())
         super().__init__(api_key=api_key, default_headers=default_headers, **options)
 
@@ -129,7 +129,7 @@ class AnthropicProvider(Provider):
         system, mapped = map_messages(normalise_messages(messages))
         payload: dict[str, Any] = {
             "model": check_model(model),
-            "max_tokens": self.default_max_tokens if max_tokens is None else max_tokens,
+            "max_tokens": self._default_max_tokens if max_tokens is None else max_tokens,
             "messages": mapped,
         }
         if system is not None:
@@ -385,14 +385,12 @@ class AnthropicStreamParser(StreamParser):
         data = event.data
         if not data.strip():
             return None
+        if event.event == "error":
+            raise self.error_event(data)
         obj = self.load(data)
         kind = opt_text(obj.get("type")) or event.event
-        if kind == "error" or event.event == "error":
-            error = obj.get("error")
-            error = error if isinstance(error, dict) else {}
-            raise self.error(
-                opt_text(error.get("message")) or "", opt_text(error.get("type")), data
-            )
+        if kind == "error":
+            raise self.error_event(data, obj)
         with response_shape(data, self.request_id, "stream event"):
             return self._event(kind, obj)
 

@@ -388,6 +388,24 @@ class StreamParser(abc.ABC):
             retryable=error_type in self.transient_errors,
         )
 
+    def error_event(self, data: str, obj: Any = None) -> StreamError:
+        """The StreamError for an error event whose data is *data* (*obj* when
+        already decoded): ``{"error": {"type", "message"}}`` (both providers),
+        ``{"error": "..."}``, or plain text."""
+        if obj is None:
+            try:
+                obj = json.loads(data)
+            except (ValueError, RecursionError):
+                return self.error(excerpt(data, 200), None, data)
+        error = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(error, dict):
+            kind = opt_text(error.get("type")) or opt_text(error.get("code"))
+            return self.error(opt_text(error.get("message")) or "", kind, data)
+        message = opt_text(error) or (
+            opt_text(obj.get("message")) if isinstance(obj, dict) else None
+        )
+        return self.error(message or excerpt(data, 200), None, data)
+
 
 # --------------------------------------------------------------------------- helpers
 

@@ -12,7 +12,7 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmpool.exceptions import ConfigError, StreamError
+from llmpool.exceptions import ConfigError
 from llmpool.models import ChatChunk, ChatCompletion, Choice, Embeddings, Message, Request
 from llmpool.providers.base import (
     MessageLike,
@@ -273,9 +273,11 @@ class OpenAIStreamParser(StreamParser):
             return None
         if not data.strip():
             return None
+        if event.event == "error":
+            raise self.error_event(data)
         obj = self.load(data)
-        if obj.get("error") is not None or event.event == "error":
-            raise self._stream_error(obj, data)
+        if obj.get("error") is not None:
+            raise self.error_event(data, obj)
         with response_shape(data, self.request_id, "stream chunk"):
             return self._chunk(obj)
 
@@ -299,10 +301,3 @@ class OpenAIStreamParser(StreamParser):
             tool_calls=tool_calls,
             raw=obj,
         )
-
-    def _stream_error(self, obj: dict[str, Any], data: str) -> StreamError:
-        error = obj.get("error")
-        if isinstance(error, dict):
-            kind = opt_text(error.get("type")) or opt_text(error.get("code"))
-            return self.error(opt_text(error.get("message")) or "", kind, data)
-        return self.error(opt_text(error) or opt_text(obj.get("message")) or "", None, data)

@@ -641,3 +641,11 @@ def test_malformed_stream_events_raise_invalid_response(raw: bytes) -> None:
     with pytest.raises(exc.InvalidResponse) as info:
         run_stream(raw)
     assert info.value.request_id == "req_a"
+
+
+def test_error_event_with_plain_text_data() -> None:
+    """An error event whose data is not JSON still raises StreamError, with the text."""
+    with pytest.raises(exc.StreamError) as info:
+        run_stream(b"event: error\ndata: Service Unavailable\n\n")
+    assert info.value.message == "Service Unavailable"
+    assert info.value.retryable is False

@@ -557,3 +557,18 @@ def test_empty_data_events_are_skipped(provider: OpenAIProvider) -> None:
     """An empty data event (a keep-alive) yields no chunk."""
     chunks, _ = run_stream(provider, b"data:\n\ndata: [DONE]\n\n")
     assert chunks == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"event: error\ndata: upstream reset\n\n", "upstream reset"),
+        (b'event: error\ndata: {"message": "gateway"}\n\n', "gateway"),
+        (b'data: {"error": "quota gone"}\n\n', "quota gone"),
+    ],
+)
+def test_other_error_event_shapes(provider: OpenAIProvider, raw: bytes, message: str) -> None:
+    """Error events in other shapes (named event, plain text, string error) raise StreamError."""
+    with pytest.raises(exc.StreamError) as info:
+        run_stream(provider, raw)
+    assert info.value.message == message
