@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmpool.exceptions import ConfigError, LLMPoolError
 from llmpool.models import ChatChunk, ChatCompletion, Choice, Message, Request, ToolCall, Usage
 from llmpool.providers.base import (
+    SHAPE_ERRORS,
     MessageLike,
     Provider,
     StreamParser,
@@ -391,8 +392,10 @@ class AnthropicStreamParser(StreamParser):
         kind = opt_text(obj.get("type")) or event.event
         if kind == "error":
             raise self.error_event(data, obj)
-        with response_shape(data, self.request_id, "stream event"):
+        try:
             return self._event(kind, obj)
+        except SHAPE_ERRORS as exc:
+            raise self.invalid(data, exc) from exc
 
     def _event(self, kind: str | None, obj: dict[str, Any]) -> ChatChunk | None:
         if kind == "content_block_delta":

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from llmpool.streaming import SSEEvent
 
 __all__ = [
+    "SHAPE_ERRORS",
     "USER_AGENT",
     "MessageLike",
     "Provider",
@@ -52,6 +53,7 @@ __all__ = [
     "as_dict",
     "as_list",
     "check_model",
+    "invalid_response",
     "load_json",
     "merge_headers",
     "message_dict",
@@ -359,9 +361,23 @@ class StreamParser(abc.ABC):
 
     def load(self, data: str) -> dict[str, Any]:
         """The JSON object of an event's data; InvalidResponse otherwise."""
-        obj = load_json(data, request_id=self.request_id, what="stream event")
-        with response_shape(data, self.request_id, "stream event"):
-            return as_dict(obj)
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise invalid_response(
+                data, self.request_id, "stream event", exc, problem=_NOT_JSON
+            ) from exc
+        if not isinstance(obj, dict):
+            raise self.invalid(data, TypeError(f"expected an object, got {type(obj).__name__}"))
+        return obj
+
+    def invalid(self, data: str, exc: BaseException) -> InvalidResponse:
+        """The InvalidResponse for event *data* that *exc* found malformed.
+
+        Stream parsers catch :data:`SHAPE_ERRORS` around their reading code
+        and raise this (a plain ``try`` costs nothing on the hot path, where
+        a context manager per event would)."""
+        return invalid_response(data, self.request_id, "stream event", exc)
 
     def chunk(self, delta: str = "", **fields: Any) -> ChatChunk:
         """A chunk, recording its text, finish reason and usage on the parser
@@ -426,12 +442,30 @@ def load_json(body: bytes | str, *, request_id: str | None, what: str = "respons
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise InvalidResponse(
-            f"{what} is not valid JSON: {exc}",
-            status_code=None,
-            request_id=request_id,
-            body=excerpt(body),
-        ) from exc
+        raise invalid_response(body, request_id, what, exc, problem=_NOT_JSON) from exc
+
+
+_NOT_JSON = "is not valid JSON"
+
+#: What reading a decoded body of the wrong shape raises; mapped to InvalidResponse.
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def invalid_response(
+    body: bytes | str,
+    request_id: str | None,
+    what: str,
+    exc: BaseException,
+    *,
+    problem: str = "has an unexpected shape",
+) -> InvalidResponse:
+    """The InvalidResponse for a *body* that *exc* found malformed (with an excerpt)."""
+    return InvalidResponse(
+        f"{what} {problem} ({type(exc).__name__}: {exc})",
+        status_code=None,
+        request_id=request_id,
+        body=excerpt(body),
+    )
 
 
 @contextlib.contextmanager
@@ -442,13 +476,8 @@ def response_shape(body: bytes | str, request_id: str | None, what: str) -> Iter
         yield
     except LLMPoolError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise InvalidResponse(
-            f"{what} has an unexpected shape ({type(exc).__name__}: {exc})",
-            status_code=None,
-            request_id=request_id,
-            body=excerpt(body),
-        ) from exc
+    except SHAPE_ERRORS as exc:
+        raise invalid_response(body, request_id, what, exc) from exc
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmpool.exceptions import ConfigError
 from llmpool.models import ChatChunk, ChatCompletion, Choice, Embeddings, Message, Request
 from llmpool.providers.base import (
+    SHAPE_ERRORS,
     MessageLike,
     Provider,
     StreamParser,
@@ -278,8 +279,10 @@ class OpenAIStreamParser(StreamParser):
         obj = self.load(data)
         if obj.get("error") is not None:
             raise self.error_event(data, obj)
-        with response_shape(data, self.request_id, "stream chunk"):
+        try:
             return self._chunk(obj)
+        except SHAPE_ERRORS as exc:
+            raise self.invalid(data, exc) from exc
 
     def _chunk(self, obj: dict[str, Any]) -> ChatChunk:
         if self.response_id is None:
