@@ -1,0 +1,599 @@
+"""PluginManager: the registry of a client's plugins and the dispatch of hooks.
+
+Dispatch runs over an immutable snapshot: a tuple per hook of the plugins
+that implement it, in order (priority, then name). Registering or removing a
+plugin builds a new snapshot under the registry lock and publishes it with
+one attribute rebind, so a call in flight keeps the snapshot it started with
+and dispatch itself takes no lock (except a non-thread-safe plugin's own).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from stevedore import ExtensionManager
+
+from llmpool.exceptions import ConfigError, LLMPoolError, PluginError, PluginLoadError
+from llmpool.models import CallContext, Request
+from llmpool.plugins.base import HOOKS, RAISING_HOOKS, LLMPlugin, PluginContext
+from llmpool.plugins.loading import (
+    PluginCandidate,
+    PluginLoadFailure,
+    describe_error,
+    directory_candidates,
+    entry_point_candidates,
+    extension_candidates,
+)
+from llmpool.plugins.stats import HookStats, PluginRecord
+from llmpool.plugins.validation import check_plugin, overridden_hooks
+
+__all__ = ["PluginManager"]
+
+log = logging.getLogger(__name__)
+
+#: Load failures kept for stats(); older ones are dropped.
+MAX_LOAD_FAILURES = 100
+
+_perf = time.perf_counter
+
+#: What _call returns for a hook that failed or was skipped by the breaker.
+_SKIPPED: Any = object()
+
+
+class _Entry:
+    """One plugin's hook in a snapshot: what to call and where to count it."""
+
+    __slots__ = ("call", "name", "raises", "record", "stats")
+
+    def __init__(self, record: PluginRecord, hook: str) -> None:
+        method = getattr(record.plugin, hook)
+        lock = record.call_lock
+        self.call: Callable[..., Any] = method if lock is None else _serialised(method, lock)
+        self.name = record.name
+        self.record = record
+        self.stats: HookStats = record.hooks[hook]
+        self.raises = record.plugin.critical and hook in RAISING_HOOKS
+
+
+def _serialised(method: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        with lock:
+            return method(*args)
+
+    return call
+
+
+class _Rejected(Exception):
+    """A candidate that cannot be registered (internal)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+        self.reason = reason
+
+
+_EMPTY: dict[str, tuple[_Entry, ...]] = dict.fromkeys(HOOKS, ())
+
+#: Live managers, so that a forked child can reset their locks.
+_MANAGERS: weakref.WeakSet[PluginManager] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for manager in list(_MANAGERS):
+        manager._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class PluginManager:
+    """The plugins of one client, and the dispatch of their hooks.
+
+    Thread safety: one manager per client, shared by all threads. Every
+    method may be called from any thread at any time; registering while
+    calls are in flight is safe (calls in flight finish with the plugins
+    they started with). The registry lock is never held across a plugin
+    call or a log call.
+
+    Isolation: a non-critical plugin's exception is logged (rate-limited,
+    with the plugin and hook) and counted, and the call goes on. After
+    *failure_threshold* consecutive failures the plugin is skipped for
+    *cooldown* seconds (measured with *clock*), then tried again; one more
+    failure disables it again, a success closes the breaker. A critical
+    plugin's exception in a hook of :data:`~llmpool.plugins.base.RAISING_HOOKS`
+    fails the call: an :class:`~llmpool.exceptions.LLMPoolError` as it is,
+    anything else as :class:`~llmpool.exceptions.PluginError` from it.
+
+    *strict* turns load failures into
+    :class:`~llmpool.exceptions.PluginLoadError`; otherwise they are logged
+    and kept in :attr:`load_failures` and ``stats()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        strict: bool = False,
+        failure_threshold: int = 5,
+        cooldown: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        log_interval: float = 60.0,
+        client_name: str | None = None,
+    ) -> None:
+        if not isinstance(failure_threshold, int) or failure_threshold < 1:
+            raise ConfigError(
+                "failure_threshold must be an integer >= 1",
+                key="failure_threshold",
+                value=failure_threshold,
+            )
+        for key, value in (("cooldown", cooldown), ("log_interval", log_interval)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{key} must be a number >= 0", key=key, value=value)
+        self._strict = strict
+        self._threshold = failure_threshold
+        self._cooldown = cooldown
+        self._clock = clock
+        self._log_interval = log_interval
+        self._client_name = client_name
+        # Guards _records, _pending, _failures and _closed, and serialises
+        # snapshot rebuilds. Never held across a plugin call or a log call.
+        self._lock = threading.RLock()
+        self._records: dict[str, PluginRecord] = {}
+        self._pending: dict[str, str] = {}
+        self._failures: deque[PluginLoadFailure] = deque(maxlen=MAX_LOAD_FAILURES)
+        self._closed = False
+        # The published snapshot; replaced whole, never mutated.
+        self._hooks: dict[str, tuple[_Entry, ...]] = _EMPTY
+        self._order: tuple[LLMPlugin, ...] = ()
+        _MANAGERS.add(self)
+
+    @classmethod
+    def from_extension_manager(
+        cls,
+        extensions: ExtensionManager[Any],
+        *,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        **options: Any,
+    ) -> PluginManager:
+        """Build a manager from a stevedore manager, e.g. one made with
+        ``ExtensionManager.make_test_instance([...])``; *options* go to the
+        constructor.
+        """
+        manager = cls(**options)
+        manager.load_extensions(extensions, settings=settings)
+        return manager
+
+    def _after_fork(self) -> None:
+        """In a forked child: replace locks another thread may have held at the fork."""
+        self._lock = threading.RLock()
+        with self._lock:
+            for record in self._records.values():
+                record.reset_locks()
+            self._publish()
+
+    # ------------------------------------------------------------------ registry
+
+    @property
+    def plugins(self) -> tuple[LLMPlugin, ...]:
+        """The registered plugins in dispatch order (priority, then name)."""
+        return self._order
+
+    @property
+    def load_failures(self) -> tuple[PluginLoadFailure, ...]:
+        """The most recent load failures (at most 100), oldest first."""
+        with self._lock:
+            return tuple(self._failures)
+
+    def get(self, name: str) -> LLMPlugin | None:
+        """The registered plugin called *name*, or None."""
+        record = self._records.get(name)
+        return record.plugin if record is not None else None
+
+    def has(self, hook: str) -> bool:
+        """Whether any registered plugin implements *hook* (cheap; for the hot path)."""
+        return bool(self._hooks[hook])
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._records
+
+    def register_plugin(
+        self,
+        plugin: LLMPlugin | type[LLMPlugin],
+        settings: Mapping[str, Any] | None = None,
+        *,
+        source: str = "explicit",
+    ) -> LLMPlugin | None:
+        """Validate, set up and register *plugin* (a class is instantiated).
+
+        Returns the registered instance, or None when it failed to load (the
+        failure is recorded; in strict mode PluginLoadError is raised).
+        """
+        module = getattr(plugin, "__module__", None)
+        return self._register(
+            PluginCandidate(target=plugin, source=source, module=module), settings
+        )
+
+    def unregister_plugin(self, name: str) -> bool:
+        """Remove the plugin *name* and call its teardown. False if there was none."""
+        with self._lock:
+            record = self._records.pop(name, None)
+            if record is not None:
+                self._publish()
+        if record is None:
+            return False
+        self._teardown(record)
+        return True
+
+    def load_entry_points(
+        self,
+        names: Sequence[str] | None = None,
+        namespace: str = "llmpool.plugins",
+        *,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        load_all: bool = False,
+    ) -> list[str]:
+        """Load the installed plugins *names* (in that order) through stevedore.
+
+        ``load_all=True`` loads every installed plugin of *namespace*;
+        ``names=None`` otherwise loads nothing. *settings* maps a plugin name
+        to its settings. Returns the names registered.
+        """
+        candidates, failures = entry_point_candidates(names, namespace, load_all=load_all)
+        for failure in failures:
+            self._record_failure(failure, None)
+        return self._register_all(candidates, settings)
+
+    def load_extensions(
+        self,
+        extensions: ExtensionManager[Any],
+        *,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[str]:
+        """Register the plugins of a stevedore manager (the seam for
+        ``make_test_instance``). Returns the names registered.
+        """
+        source = f"entry_point:{extensions.namespace}"
+        return self._register_all(extension_candidates(extensions.extensions, source), settings)
+
+    def load_plugins(
+        self,
+        plugin_dir: str | os.PathLike[str],
+        *,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[str]:
+        """Load the plugins of a directory (see
+        :func:`~llmpool.plugins.loading.directory_candidates` for the safety
+        rules). Returns the names registered.
+        """
+        candidates, failures = directory_candidates(plugin_dir)
+        for failure in failures:
+            self._record_failure(failure, None)
+        return self._register_all(candidates, settings)
+
+    def close(self) -> None:
+        """Tear every plugin down, in reverse dispatch order. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            records = [self._records[p.name] for p in reversed(self._order)]
+            self._records.clear()
+            self._publish()
+        for record in records:
+            self._teardown(record)
+
+    # ------------------------------------------------------------------ registration
+
+    def _register_all(
+        self,
+        candidates: Iterable[PluginCandidate],
+        settings: Mapping[str, Mapping[str, Any]] | None,
+    ) -> list[str]:
+        registered = []
+        for candidate in candidates:
+            key = candidate.name or candidate.default_name or ""
+            plugin = self._register(candidate, (settings or {}).get(key))
+            if plugin is not None:
+                registered.append(plugin.name)
+        return registered
+
+    def _register(
+        self, candidate: PluginCandidate, settings: Mapping[str, Any] | None
+    ) -> LLMPlugin | None:
+        name = candidate.name or candidate.default_name or repr(candidate.target)
+        try:
+            plugin = _instantiate(candidate)
+            name = plugin.name
+            self._reserve(name, candidate.source)
+        except _Rejected as rejected:
+            self._record_failure(
+                PluginLoadFailure(rejected.name or name, candidate.source, rejected.reason),
+                rejected.__cause__,
+            )
+            return None
+        try:
+            self._setup(plugin, settings)
+        except _Rejected as rejected:
+            with self._lock:
+                self._pending.pop(name, None)
+            self._record_failure(
+                PluginLoadFailure(name, candidate.source, rejected.reason), rejected.__cause__
+            )
+            return None
+        record = PluginRecord(
+            plugin, source=candidate.source, module=candidate.module, sha256=candidate.sha256
+        )
+        with self._lock:
+            self._pending.pop(name, None)
+            closed = self._closed
+            if not closed:
+                self._records[name] = record
+                self._publish()
+        if closed:
+            self._teardown(record)
+            self._record_failure(
+                PluginLoadFailure(name, candidate.source, "the plugin manager is closed"), None
+            )
+            return None
+        log.debug("plugin %s %s registered from %s", name, plugin.version, candidate.source)
+        return plugin
+
+    def _reserve(self, name: str, source: str) -> None:
+        with self._lock:
+            if self._closed:
+                raise _Rejected(name, "the plugin manager is closed")
+            existing = self._records.get(name)
+            other = existing.source if existing is not None else self._pending.get(name)
+            if other is not None:
+                raise _Rejected(
+                    name,
+                    f"plugin name {name!r} from {source} clashes with the plugin "
+                    f"already registered from {other}",
+                )
+            self._pending[name] = source
+
+    def _setup(self, plugin: LLMPlugin, settings: Mapping[str, Any] | None) -> None:
+        context = PluginContext(
+            name=plugin.name,
+            settings=dict(settings or {}),
+            logger=logging.getLogger(f"llmpool.plugins.{plugin.name}"),
+            client_name=self._client_name,
+        )
+        try:
+            plugin.setup(context)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin may not end the process
+            raise _Rejected(plugin.name, f"setup failed: {describe_error(exc)}") from exc
+
+    def _record_failure(self, failure: PluginLoadFailure, cause: BaseException | None) -> None:
+        with self._lock:
+            self._failures.append(failure)
+        if self._strict:
+            raise PluginLoadError(
+                f"plugin {failure.name!r} ({failure.source}) could not be loaded: {failure.reason}",
+                plugin=failure.name,
+                source=failure.source,
+                reason=failure.reason,
+            ) from cause
+        log.warning("plugin %s (%s) not loaded: %s", failure.name, failure.source, failure.reason)
+
+    def _publish(self) -> None:
+        """Build and publish a new snapshot. Called with the registry lock held."""
+        records = sorted(self._records.values(), key=lambda r: (r.plugin.priority, r.name))
+        hooks: dict[str, list[_Entry]] = {hook: [] for hook in HOOKS}
+        for record in records:
+            for hook in overridden_hooks(record.plugin):
+                hooks[hook].append(_Entry(record, hook))
+        self._hooks = {hook: tuple(entries) for hook, entries in hooks.items()}
+        self._order = tuple(record.plugin for record in records)
+
+    def _teardown(self, record: PluginRecord) -> None:
+        try:
+            record.plugin.teardown()
+        except Exception:
+            log.warning("plugin %s: teardown failed", record.name, exc_info=True)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def before_request(self, ctx: CallContext, request: Request) -> object:
+        """Run ``before_request``: returns the (possibly changed) Request, or an
+        answer (any other value) that ends the call without the network. The
+        answering plugin's name is put in ``ctx.state["answered_by"]``.
+        """
+        for entry in self._hooks["before_request"]:
+            result = self._call(entry, "before_request", (ctx, request))
+            if result is None or result is _SKIPPED:
+                continue
+            if isinstance(result, Request):
+                request = result
+                continue
+            ctx.state["answered_by"] = entry.name
+            return result
+        return request
+
+    def after_response(self, ctx: CallContext, request: Request, response: Any) -> Any:
+        """Run ``after_response``; returns the result, as replaced by plugins."""
+        for entry in self._hooks["after_response"]:
+            result = self._call(entry, "after_response", (ctx, request, response))
+            if result is not None and result is not _SKIPPED:
+                response = result
+        return response
+
+    def on_attempt(self, ctx: CallContext, attempt: int) -> None:
+        """Run ``on_attempt`` before attempt number *attempt* (1-based)."""
+        entries = self._hooks["on_attempt"]
+        if entries:
+            self._notify(entries, "on_attempt", (ctx, attempt))
+
+    def on_retry(self, ctx: CallContext, attempt: int, error: Exception, delay: float) -> None:
+        """Run ``on_retry`` after attempt *attempt* failed with *error*."""
+        entries = self._hooks["on_retry"]
+        if entries:
+            self._notify(entries, "on_retry", (ctx, attempt, error, delay))
+
+    def on_error(self, ctx: CallContext, request: Request, error: Exception) -> None:
+        """Run ``on_error`` for a call that failed. Never raises."""
+        entries = self._hooks["on_error"]
+        if entries:
+            self._notify(entries, "on_error", (ctx, request, error))
+
+    def on_stream_chunk(self, ctx: CallContext, chunk: Any) -> None:
+        """Run ``on_stream_chunk`` for one chunk of a streamed call."""
+        entries = self._hooks["on_stream_chunk"]
+        if entries:
+            self._notify(entries, "on_stream_chunk", (ctx, chunk))
+
+    def on_stream_end(self, ctx: CallContext, stream: Any) -> None:
+        """Run ``on_stream_end`` when a streamed call ends. Never raises."""
+        entries = self._hooks["on_stream_end"]
+        if entries:
+            self._notify(entries, "on_stream_end", (ctx, stream))
+
+    def on_memory_pressure(self, level: object, report: object) -> None:
+        """Run ``on_memory_pressure`` (from the memory manager's thread). Never raises."""
+        entries = self._hooks["on_memory_pressure"]
+        if entries:
+            self._notify(entries, "on_memory_pressure", (level, report))
+
+    def _notify(self, entries: tuple[_Entry, ...], hook: str, args: tuple[Any, ...]) -> None:
+        for entry in entries:
+            self._call(entry, hook, args)
+
+    def _call(self, entry: _Entry, hook: str, args: tuple[Any, ...]) -> Any:
+        """Call one plugin's hook with isolation; _SKIPPED when it failed or was skipped."""
+        record = entry.record
+        if record.disabled_until is not None and not record.allows(self._clock()):
+            return _SKIPPED
+        started = _perf()
+        try:
+            result = entry.call(*args)
+        except Exception as exc:
+            self._failed(entry, hook, exc, _perf() - started)
+            return _SKIPPED
+        record.succeeded(entry.stats, _perf() - started)
+        return result
+
+    def _failed(self, entry: _Entry, hook: str, exc: Exception, duration: float) -> None:
+        record = entry.record
+        if entry.raises:
+            if isinstance(exc, LLMPoolError):
+                record.raised_on_purpose(entry.stats, duration)
+                raise exc
+            record.failed(entry.stats, duration, now=0.0, threshold=self._threshold, cooldown=None)
+            raise PluginError(
+                f"critical plugin {entry.name!r} failed in {hook}: {describe_error(exc)}",
+                plugin=entry.name,
+                hook=hook,
+            ) from exc
+        now = self._clock()
+        cooldown = None if record.plugin.critical else self._cooldown
+        tripped = record.failed(
+            entry.stats, duration, now=now, threshold=self._threshold, cooldown=cooldown
+        )
+        self._log_failure(record, hook, exc, now, tripped)
+
+    def _log_failure(
+        self, record: PluginRecord, hook: str, exc: Exception, now: float, tripped: bool
+    ) -> None:
+        if tripped:
+            log.error(
+                "plugin %s disabled for %.1f s after %d consecutive failures (last in %s: %s)",
+                record.name,
+                self._cooldown,
+                record.consecutive_failures,
+                hook,
+                describe_error(exc),
+            )
+            return
+        should, suppressed = record.should_log(now, self._log_interval)
+        if should:
+            log.warning(
+                "plugin %s failed in %s: %s (the call goes on; %d similar messages suppressed)",
+                record.name,
+                hook,
+                describe_error(exc),
+                suppressed,
+                exc_info=exc,
+            )
+
+    # ------------------------------------------------------------------ statistics
+
+    def stats(self) -> dict[str, Any]:
+        """Per-plugin statistics and load failures, as plain dicts.
+
+        ``{"plugins": {name: {...}}, "order": [...], "load_failures": [...],
+        "closed": bool}``; each plugin's dict holds its counters, breaker
+        state, per-hook p50/p99 in microseconds and its own ``stats()`` under
+        ``"own"``.
+        """
+        now = self._clock()
+        with self._lock:
+            records = [self._records[p.name] for p in self._order if p.name in self._records]
+            failures = [f.as_dict() for f in self._failures]
+            closed = self._closed
+        plugins = {}
+        for record in records:
+            snapshot = record.snapshot(now)
+            snapshot["own"] = self._own_stats(record)
+            plugins[record.name] = snapshot
+        return {
+            "plugins": plugins,
+            "order": [r.name for r in records],
+            "load_failures": failures,
+            "closed": closed,
+        }
+
+    @staticmethod
+    def _own_stats(record: PluginRecord) -> dict[str, Any]:
+        try:
+            return dict(record.plugin.stats())
+        except Exception as exc:
+            log.warning("plugin %s: stats() failed: %s", record.name, describe_error(exc))
+            return {"error": describe_error(exc)}
+
+
+def _instantiate(candidate: PluginCandidate) -> LLMPlugin:
+    """Turn a candidate into a validated LLMPlugin instance, or raise _Rejected."""
+    target = candidate.target
+    label = candidate.name or candidate.default_name or str(getattr(target, "__name__", target))
+    if isinstance(target, type):
+        if not issubclass(target, LLMPlugin):
+            raise _Rejected(label, f"{target.__qualname__} is not an LLMPlugin subclass")
+        try:
+            plugin = target()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin may not end the process
+            raise _Rejected(label, f"instantiation failed: {describe_error(exc)}") from exc
+    elif isinstance(target, LLMPlugin):
+        plugin = target
+    else:
+        raise _Rejected(label, f"{target!r} is not an LLMPlugin")
+    _assign_name(plugin, candidate)
+    problem = check_plugin(plugin)
+    if problem:
+        raise _Rejected(plugin.name or label, problem)
+    return plugin
+
+
+def _assign_name(plugin: LLMPlugin, candidate: PluginCandidate) -> None:
+    required = candidate.name
+    if required is not None and plugin.name and plugin.name != required:
+        raise _Rejected(
+            required,
+            f"the entry point {required!r} loads a plugin named {plugin.name!r}; "
+            "the names must match",
+        )
+    if not plugin.name:
+        plugin.name = required or candidate.default_name or ""
