@@ -138,7 +138,7 @@ class LLMPlugin:
 
     def before_request(self, ctx: CallContext, request: Request) -> object:
         """Before the first attempt. Return None to leave the request as it
-        is, a new :class:`~llmpool.models.Request` to change it, or any other
+        is, a new :class:`~llmpool.Request` to change it, or any other
         value to answer the call without the network (a cache hit); the
         first answer wins and later plugins' ``before_request`` is skipped.
         """
@@ -161,7 +161,7 @@ class LLMPlugin:
         """After the call failed for good with *error* (the caller gets it next)."""
 
     def on_stream_chunk(self, ctx: CallContext, chunk: Any) -> None:
-        """For each :class:`~llmpool.models.ChatChunk` of a streamed call."""
+        """For each :class:`~llmpool.ChatChunk` of a streamed call."""
 
     def on_stream_end(self, ctx: CallContext, stream: Any) -> None:
         """When a streamed call ends (exhausted or closed); *stream* has
@@ -169,10 +169,11 @@ class LLMPlugin:
         """
 
     def on_memory_pressure(self, level: object, report: object) -> None:
-        """The memory manager's state changed to *level*; drop caches if pressed.
+        """The memory manager's state rose to *level*; drop caches if pressed.
 
         Runs on the memory manager's thread. Read *level* with
-        :func:`level_name` (``"normal"`` means the pressure is over).
+        :func:`~llmpool.plugins.level_name`: ``"warn"``, ``"gc"``, ``"shed"`` or ``"critical"``
+        (``"normal"`` means the pressure is over).
         """
 
 

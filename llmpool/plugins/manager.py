@@ -271,9 +271,10 @@ class PluginManager:
         *,
         settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[str]:
-        """Load the plugins of a directory (see
-        :func:`~llmpool.plugins.loading.directory_candidates` for the safety
-        rules). Returns the names registered.
+        """Load the plugins of a directory: each ``*.py`` file not starting
+        with ``_``. The directory and the files must belong to the current
+        user and not be writable by group or others; a symlink must resolve
+        inside the directory. Returns the names registered.
         """
         candidates, failures = directory_candidates(plugin_dir)
         for failure in failures:
