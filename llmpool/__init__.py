@@ -11,13 +11,21 @@ from __future__ import annotations
 import logging
 
 from llmpool._version import __version__
-from llmpool.config import MemoryConfig, PoolConfig
+from llmpool.client import Client
+from llmpool.config import (
+    ClientConfig,
+    MemoryConfig,
+    PoolConfig,
+    load_config,
+)
 from llmpool.exceptions import (
     APIError,
     APIStatusError,
     ConfigError,
     DeadlineExceeded,
     LLMPoolError,
+    PoolClosed,
+    PoolTimeout,
     TransportError,
 )
 from llmpool.models import (
@@ -28,8 +36,12 @@ from llmpool.models import (
     Embeddings,
     Message,
     Request,
+    ToolCall,
     Usage,
 )
+from llmpool.pool import ConnectionPool, IConnectionPool
+from llmpool.retry import RetryPolicy
+from llmpool.streaming import Stream
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -40,15 +52,25 @@ __all__ = [
     "ChatChunk",
     "ChatCompletion",
     "Choice",
+    "Client",
+    "ClientConfig",
     "ConfigError",
+    "ConnectionPool",
     "DeadlineExceeded",
     "Embeddings",
+    "IConnectionPool",
     "LLMPoolError",
     "MemoryConfig",
     "Message",
+    "PoolClosed",
     "PoolConfig",
+    "PoolTimeout",
     "Request",
+    "RetryPolicy",
+    "Stream",
+    "ToolCall",
     "TransportError",
     "Usage",
     "__version__",
+    "load_config",
 ]

@@ -1,20 +1,38 @@
-"""Configuration values: frozen attrs classes, validated on construction.
+"""Configuration values (frozen attrs classes, validated on construction) and
+:func:`load_config`, which builds them from YAML, a dict and the environment.
 
 Every value here is immutable and safe to share between threads. Change one
 with :func:`attrs.evolve`, which validates again. A bad value raises
-:class:`~llmpool.exceptions.ConfigError` naming the field and the value.
+:class:`~llmpool.exceptions.ConfigError` naming the field and the value (and,
+from a file, the file, the key path and the line).
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import logging
 import math
+import os
+import stat
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from llmpool.exceptions import ConfigError
 
-__all__ = ["MemoryConfig", "PoolConfig"]
+__all__ = [
+    "ENV_VARS",
+    "ClientConfig",
+    "ClientSettings",
+    "MemoryConfig",
+    "PluginsConfig",
+    "PoolConfig",
+    "load_config",
+]
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- validators
@@ -199,6 +217,9 @@ class MemoryConfig:
     trim_on_gc: bool = attrs.field(default=False, validator=boolean)
     #: Distinct operation keys accounted; further keys fold into "other".
     max_operations: int = attrs.field(default=256, validator=positive_int)
+    #: Seconds between repeated pressure callbacks while the state stays at
+    #: shed or critical (None: call back only on entering a state).
+    pressure_repeat: float | None = attrs.field(default=30.0, validator=optional(positive_number))
 
     def __attrs_post_init__(self) -> None:
         if not self.warn <= self.gc <= self.shed <= self.critical:
@@ -208,3 +229,346 @@ class MemoryConfig:
                 key="warn",
                 value=(self.warn, self.gc, self.shed, self.critical),
             )
+
+
+# --------------------------------------------------------------------------- client
+
+
+def _mask(value: str | None) -> str | None:
+    if not value:
+        return value
+    return value[:3] + "..." + value[-2:] if len(value) > 12 else "***"
+
+
+def _known_transport(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ("urllib3", "requests"):
+        raise _fail(attribute, value, "'urllib3' or 'requests'")
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class ClientSettings:
+    """The ``client`` section: where to send calls and how long they may take."""
+
+    base_url: str | None = attrs.field(default=None, validator=optional_str)
+    api_key: str | None = attrs.field(default=None, validator=optional_str, repr=False)
+    #: Read the API key from this environment variable.
+    api_key_env: str | None = attrs.field(default=None, validator=optional_str)
+    provider: str = attrs.field(default="openai", validator=optional_str)
+    timeout: float | None = attrs.field(default=None, validator=optional(positive_number))
+    deadline: float | None = attrs.field(default=None, validator=optional(positive_number))
+    max_response_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=positive_int)
+    transport: str = attrs.field(default="urllib3", validator=_known_transport)
+    follow_redirects: bool = attrs.field(default=False, validator=boolean)
+    retry: Any = attrs.field(factory=lambda: _retry_policy({}))
+    default_headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class PluginsConfig:
+    """The ``plugins`` section: which plugins to load and their settings."""
+
+    names: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    settings: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    plugin_dirs: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    strict: bool = attrs.field(default=False, validator=boolean)
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """Everything a :class:`~llmpool.Client` is built from. Immutable.
+
+    Build one with :func:`load_config`; ``Client.from_config`` uses it.
+    """
+
+    client: ClientSettings = attrs.field(factory=ClientSettings)
+    connection_pool: PoolConfig = attrs.field(factory=PoolConfig)
+    memory: MemoryConfig | None = None
+    plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    #: The file it came from (None for a dict or defaults).
+    source: str | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~llmpool.Client`."""
+        c = self.client
+        if not c.base_url:
+            raise ConfigError(
+                "client.base_url is required", key="client.base_url", file=self.source
+            )
+        return {
+            "base_url": c.base_url,
+            "api_key": c.api_key,
+            "provider": c.provider,
+            "pool": self.connection_pool,
+            "timeout": c.timeout,
+            "retry": c.retry,
+            "deadline": c.deadline,
+            "default_headers": dict(c.default_headers) or None,
+            "plugins": list(self.plugins.names),
+            "plugin_settings": self.plugins.settings,
+            "plugin_dirs": self.plugins.plugin_dirs,
+            "memory": self.memory,
+            "transport": c.transport,
+            "max_response_bytes": c.max_response_bytes,
+            "follow_redirects": c.follow_redirects,
+        }
+
+    def to_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
+        """The effective configuration as plain data (secrets masked by default)."""
+        out = attrs.asdict(self, recurse=True, filter=lambda a, _v: a.name != "source")
+        client = out["client"]
+        client["retry"] = attrs.asdict(self.client.retry)
+        client["retry"]["retry_statuses"] = sorted(self.client.retry.retry_statuses)
+        if mask_secrets:
+            client["api_key"] = _mask(client["api_key"])
+            if out["connection_pool"].get("proxy_url"):
+                out["connection_pool"]["proxy_url"] = "***"
+            client["default_headers"] = {
+                k: ("***" if k.lower() in _SECRET_HEADER_NAMES else v)
+                for k, v in client["default_headers"].items()
+            }
+        return out
+
+
+_SECRET_HEADER_NAMES = frozenset({"authorization", "x-api-key", "api-key"})
+
+#: Environment overrides: variable -> dotted key. Precedence: explicit
+#: arguments > environment > file > defaults.
+ENV_VARS: dict[str, str] = {
+    "LLMPOOL_BASE_URL": "client.base_url",
+    "LLMPOOL_API_KEY": "client.api_key",
+    "LLMPOOL_PROVIDER": "client.provider",
+    "LLMPOOL_TIMEOUT": "client.timeout",
+    "LLMPOOL_DEADLINE": "client.deadline",
+    "LLMPOOL_TRANSPORT": "client.transport",
+    "LLMPOOL_MAX_ATTEMPTS": "client.retry.max_attempts",
+    "LLMPOOL_MAX_CONNECTIONS": "connection_pool.max_connections",
+    "LLMPOOL_MAX_KEEPALIVE": "connection_pool.max_keepalive",
+    "LLMPOOL_POOL_TIMEOUT": "connection_pool.pool_timeout",
+    "LLMPOOL_KEEPALIVE_EXPIRY": "connection_pool.keepalive_expiry",
+    "LLMPOOL_MAX_MEMORY_MB": "memory.max_memory_mb",
+    "LLMPOOL_PLUGINS": "plugins.names",
+    "LLMPOOL_PLUGIN_DIRS": "plugins.plugin_dirs",
+}
+
+#: The API key variable read for each provider when none is configured.
+PROVIDER_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+_SECTIONS: dict[str, Any] = {
+    "client": ClientSettings,
+    "connection_pool": PoolConfig,
+    "memory": MemoryConfig,
+    "plugins": PluginsConfig,
+}
+
+
+def _retry_policy(values: Mapping[str, Any]) -> Any:
+    from llmpool.retry import RetryPolicy
+
+    return RetryPolicy(**values)
+
+
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ClientConfig:
+    """Read the configuration from a YAML file, a dict, or nothing but the environment.
+
+    *source* None reads the file named by ``LLMPOOL_CONFIG`` when set.
+    *overrides* maps dotted keys (``"connection_pool.max_connections"``) to
+    values and wins over everything (the CLI's flags). Every error is a
+    :class:`~llmpool.exceptions.ConfigError` naming the file, the key path
+    and, for YAML, the line.
+    """
+    env = os.environ if environ is None else environ
+    if source is None and env.get("LLMPOOL_CONFIG"):
+        source = env["LLMPOOL_CONFIG"]
+    data: dict[str, Any]
+    lines: dict[str, int] = {}
+    path: str | None = None
+    if source is None:
+        data = {}
+    elif isinstance(source, Mapping):
+        data = copy.deepcopy(dict(source))
+    else:
+        path = os.fspath(source)
+        data, lines = _read_yaml(path)
+    layers = _Layers(path, lines)
+    _check_sections(data, layers)
+    for var, key in ENV_VARS.items():
+        if var in env:
+            _set(data, key, _from_env(var, key, env[var]))
+            layers.origin[key] = f"environment variable {var}"
+    for key, value in (overrides or {}).items():
+        _set(data, key, value)
+        layers.origin[key] = "an explicit argument"
+    config = _build(data, layers)
+    config = _resolve_api_key(config, env)
+    if path is not None:
+        _warn_if_secret_readable(path, data)
+    return config
+
+
+class _Layers:
+    """Where each key came from, for error messages."""
+
+    def __init__(self, path: str | None, lines: dict[str, int]) -> None:
+        self.path = path
+        self.lines = lines
+        self.origin: dict[str, str] = {}
+
+    def error(self, message: str, key: str, value: Any = None) -> ConfigError:
+        origin = self.origin.get(key)
+        if origin is not None:
+            return ConfigError(f"{message} (from {origin})", key=key, value=value)
+        line = self.lines.get(key)
+        if line is None:  # the key's section, at least
+            line = self.lines.get(key.rsplit(".", 1)[0]) if "." in key else None
+        return ConfigError(message, key=key, value=value, file=self.path, line=line)
+
+
+def _read_yaml(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file: {exc}", file=path) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {problem}", file=path, line=line) from exc
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of sections", file=path, line=1)
+    lines: dict[str, int] = {}
+    _collect_lines(node, "", lines)
+    return data, lines
+
+
+def _collect_lines(node: Any, prefix: str, lines: dict[str, int]) -> None:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
+        lines[key] = key_node.start_mark.line + 1
+        _collect_lines(value_node, key + ".", lines)
+
+
+def _check_sections(data: dict[str, Any], layers: _Layers) -> None:
+    for section, value in data.items():
+        if section not in _SECTIONS:
+            raise layers.error(_unknown(section, _SECTIONS), section)
+        if value is not None and not isinstance(value, dict):
+            raise layers.error(f"section {section} must be a mapping", section, value)
+
+
+def _unknown(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
+    return f"unknown key {name!r}{hint}"
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[last] = value
+
+
+def _from_env(var: str, key: str, raw: str) -> Any:
+    if key in ("plugins.names", "plugins.plugin_dirs"):
+        sep = "," if key == "plugins.names" else os.pathsep
+        return [p.strip() for p in raw.split(sep) if p.strip()]
+    field = key.rsplit(".", 1)[1]
+    if field in ("base_url", "api_key", "provider", "transport"):
+        return raw
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{var} must be a number, got {raw!r}", key=key, value=raw, file=f"environment {var}"
+        ) from None
+    return int(number) if number.is_integer() and field.startswith("max_") else number
+
+
+def _build(data: dict[str, Any], layers: _Layers) -> ClientConfig:
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        values = dict(data.get(name) or {})
+        if name == "memory" and name not in data:
+            continue
+        if name == "client" and "retry" in values:
+            values["retry"] = _section("client.retry", _retry_cls(), values["retry"] or {}, layers)
+        sections[name] = _section(name, cls, values, layers)
+    return ClientConfig(**sections, source=layers.path)
+
+
+def _retry_cls() -> Any:
+    from llmpool.retry import RetryPolicy
+
+    return RetryPolicy
+
+
+def _section(name: str, cls: Any, values: Any, layers: _Layers) -> Any:
+    if not isinstance(values, dict):
+        raise layers.error(f"{name} must be a mapping", name, values)
+    fields = {f.name for f in attrs.fields(cls)}
+    for key in values:
+        if key not in fields:
+            raise layers.error(_unknown(str(key), fields), f"{name}.{key}")
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        key = f"{name}.{exc.key}" if exc.key else name
+        raise layers.error(exc.message, key, exc._context.get("value")) from None
+    except (TypeError, ValueError) as exc:
+        raise layers.error(str(exc), name) from None
+
+
+def _resolve_api_key(config: ClientConfig, env: Mapping[str, str]) -> ClientConfig:
+    client = config.client
+    if client.api_key:
+        return config
+    var = client.api_key_env or PROVIDER_KEY_VARS.get(client.provider)
+    if var and env.get(var):
+        return attrs.evolve(config, client=attrs.evolve(client, api_key=env[var]))
+    return config
+
+
+def _warn_if_secret_readable(path: str, data: Mapping[str, Any]) -> None:
+    client = data.get("client") or {}
+    if not isinstance(client, dict) or not client.get("api_key"):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning(
+            "%s holds an API key and is readable by other users (mode %o): "
+            "chmod 600 it, or use client.api_key_env",
+            path,
+            stat.S_IMODE(mode),
+        )

@@ -118,7 +118,9 @@ class LLMPoolError(Exception):
             setattr(self, key, value)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.message, self._context))
+        # The state carries attributes set after construction (e.g. a stream
+        # error's ``delivered``), so they survive pickling too.
+        return (_rebuild, (type(self), self.message, self._context), dict(self.__dict__))
 
     def __str__(self) -> str:
         return self.message
@@ -253,6 +255,7 @@ class APIStatusError(APIError):
     """
 
     retry_after: float | None
+    error_type: str | None
 
     def __init__(
         self,
@@ -391,6 +394,10 @@ class StreamError(APIError):
     error type is transient.
     """
 
+    error_type: str | None
+    text: str
+    delivered: bool
+
 
 class StreamInterrupted(APIError):
     """The connection dropped in the middle of a stream.
@@ -400,6 +407,8 @@ class StreamInterrupted(APIError):
     """
 
     retryable = True
+    text: str
+    delivered: bool
 
 
 class IncompleteStream(APIError):
@@ -411,6 +420,8 @@ class IncompleteStream(APIError):
     """
 
     retryable = True
+    text: str
+    delivered: bool
 
 
 # --------------------------------------------------------------------------- other
@@ -422,6 +433,10 @@ class DeadlineExceeded(LLMPoolError):
     Attributes: ``deadline`` (seconds), ``attempts``, ``last_error``. Not
     retried: the deadline is the caller's bound on the whole call.
     """
+
+    deadline: float | None
+    attempts: int
+    last_error: BaseException | None
 
 
 class MemoryPressureError(LLMPoolError):

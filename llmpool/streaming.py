@@ -9,11 +9,23 @@ decodes UTF-8 once per event, never byte by byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import Any, Protocol
+
 import attrs
 
-from llmpool.exceptions import InvalidResponse, excerpt
+from llmpool.exceptions import (
+    IncompleteStream,
+    InvalidResponse,
+    LLMPoolError,
+    ReadTimeout,
+    StreamInterrupted,
+    TransportError,
+    excerpt,
+)
+from llmpool.models import CallContext, ChatChunk, Usage
 
-__all__ = ["DEFAULT_MAX_LINE_BYTES", "SSEDecoder", "SSEEvent"]
+__all__ = ["DEFAULT_MAX_LINE_BYTES", "SSEDecoder", "SSEEvent", "Stream"]
 
 #: The longest line (or event data) the decoder buffers before giving up: 1 MiB.
 DEFAULT_MAX_LINE_BYTES = 1 << 20
@@ -218,3 +230,226 @@ class SSEDecoder:
         self._data_len = 0
         self._event = b""
         self._retry = None
+
+
+# --------------------------------------------------------------------------- Stream
+
+
+class _StreamParser(Protocol):
+    done: bool
+    finish_reason: str | None
+    usage: Usage | None
+
+    def feed(self, event: SSEEvent) -> ChatChunk | None: ...
+
+
+class _StreamProvider(Protocol):
+    def stream_parser(self) -> Any: ...
+
+    def request_id(self, headers: Mapping[str, str]) -> str | None: ...
+
+
+class _Response(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    def iter_bytes(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+#: How much of a body left after the final marker a stream reads to keep the connection.
+_DRAIN_LIMIT = 64 * 1024
+
+
+class Stream:
+    """A streamed completion: iterate it for :class:`~llmpool.ChatChunk` values.
+
+    Confined to the thread that made it. Use it as a context manager: its
+    connection goes back to the pool when the stream is exhausted, closed,
+    left early (``break`` or an exception in the ``with`` block) or fails.
+    After the final marker (``[DONE]`` or ``message_stop``) the rest of the
+    body is drained so the connection is reused, not dropped.
+
+    A stream that fails before any chunk reached the caller is retried under
+    the client's policy and deadline; once a chunk was delivered it never is.
+    A stream that ends without its final marker raises
+    :class:`~llmpool.exceptions.IncompleteStream`; a dropped connection raises
+    :class:`~llmpool.exceptions.StreamInterrupted` (a stall past the read
+    timeout raises :class:`~llmpool.exceptions.ReadTimeout`); each carries
+    ``text``, what arrived before it.
+    """
+
+    def __init__(
+        self,
+        *,
+        ctx: CallContext,
+        request: Any,
+        provider: _StreamProvider,
+        open_response: Callable[[], _Response],
+        retry: Callable[[LLMPoolError], None],
+        plugins: Any = None,
+        on_done: Callable[[CallContext, Any, int, LLMPoolError | None], None] | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._request = request
+        self._provider = provider
+        self._open = open_response
+        self._retry = retry
+        self._plugins = plugins
+        self._on_done = on_done
+        self._parts: list[str] = []
+        self._delivered = False
+        self._received = 0
+        self._ended = False
+        self._parser: _StreamParser | None = None
+        self._response: _Response | None = open_response()
+        self.request_id = provider.request_id(self._response.headers)
+        self._chunks = self._generate()
+
+    # -- what the caller reads ---------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._parts)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The finish reason, once the server sent it."""
+        return self._parser.finish_reason if self._parser is not None else None
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage, when the server reported it (at the end)."""
+        return self._parser.usage if self._parser is not None else None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stream has ended and its connection went back."""
+        return self._ended
+
+    def __iter__(self) -> Iterator[ChatChunk]:
+        return self._chunks
+
+    def __next__(self) -> ChatChunk:
+        return next(self._chunks)
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the stream now and give its connection back. Idempotent."""
+        self._chunks.close()
+        self._end(None)
+
+    # -- the work ----------------------------------------------------------------------
+
+    def _generate(self) -> Generator[ChatChunk, None, None]:
+        try:
+            while True:
+                try:
+                    yield from self._read_attempt()
+                    break
+                except LLMPoolError as err:
+                    self._release()
+                    err.delivered = self._delivered  # type: ignore[attr-defined]
+                    err.text = self.text  # type: ignore[attr-defined]
+                    if self._delivered:
+                        raise
+                    self._retry(err)  # sleeps, or raises
+                    self._response = self._open()
+                    self.request_id = self._provider.request_id(self._response.headers)
+        except LLMPoolError as err:
+            self._end(err)
+            raise
+        finally:
+            self._release()
+        self._end(None)
+
+    def _read_attempt(self) -> Iterator[ChatChunk]:
+        response = self._response
+        assert response is not None
+        decoder = SSEDecoder()
+        parser: _StreamParser = self._provider.stream_parser()
+        self._parser = parser
+        plugins = self._plugins
+        on_chunk = (
+            plugins.on_stream_chunk
+            if plugins is not None and plugins.has("on_stream_chunk")
+            else None
+        )
+        body = self._body(response)
+        for data in body:
+            self._received += len(data)
+            for event in decoder.feed(data):
+                chunk = parser.feed(event)
+                if chunk is not None:
+                    if chunk.delta:
+                        self._parts.append(chunk.delta)
+                    if on_chunk is not None:
+                        on_chunk(self._ctx, chunk)
+                    self._delivered = True
+                    yield chunk
+                if parser.done:
+                    break
+            if parser.done:
+                break
+        if not parser.done:
+            decoder.flush()
+            raise IncompleteStream(
+                "the stream ended without its final marker: the answer is truncated",
+                request_id=self.request_id,
+                text=self.text,
+                delivered=self._delivered,
+            )
+        self._drain(body)
+
+    def _drain(self, body: Iterator[bytes]) -> None:
+        """Read the rest of the body (the chunked terminator) through the same
+        iterator, so the connection goes back to the pool reusable."""
+        left = _DRAIN_LIMIT
+        try:
+            for data in body:
+                left -= len(data)
+                if left < 0:
+                    return  # too much left: _release() closes the connection instead
+        except LLMPoolError:
+            return
+        self._response = None  # read to the end: the connection is back in the pool
+
+    def _body(self, response: _Response) -> Iterator[bytes]:
+        """The body's bytes; a broken connection becomes StreamInterrupted."""
+        try:
+            yield from response.iter_bytes()
+        except ReadTimeout:
+            raise
+        except TransportError as exc:
+            raise StreamInterrupted(
+                f"the connection dropped mid-stream: {exc}",
+                request_id=self.request_id,
+                text=self.text,
+                delivered=self._delivered,
+            ) from exc
+
+    def _release(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
+
+    def _end(self, error: LLMPoolError | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._release()
+        if error is None and self._plugins is not None and self._plugins.has("on_stream_end"):
+            self._plugins.on_stream_end(self._ctx, self)
+        if self._on_done is not None:
+            self._on_done(self._ctx, self._request, self._received, error)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ended else "open"
+        return f"<Stream {state} request_id={self.request_id!r} chars={sum(map(len, self._parts))}>"
