@@ -1,0 +1,551 @@
+"""The memory manager: a sampling thread, the state machine, and its actions.
+
+Each tick takes one sample, feeds the usage fraction to the
+:class:`~llmpool.memory.state.StateMachine`, and acts: a log line per state
+change, a throttled ``gc.collect()`` from the GC state up, the pressure
+callbacks on every upward change (and again every ``pressure_repeat``
+seconds while SHED or CRITICAL lasts), and ``admit()`` refusing calls from
+SHED up when ``reject_on_pressure`` is set. The manager never kills the
+process: recycling a worker is the application's decision, taken in a
+callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import threading
+import time
+import tracemalloc
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from llmpool.config import MemoryConfig
+from llmpool.exceptions import MemoryPressureError
+from llmpool.memory.accounting import Accounting
+from llmpool.memory.actions import GCBook, LogLimiter, malloc_trim
+from llmpool.memory.limits import MemoryLimit, discover_limit
+from llmpool.memory.report import (
+    GCRun,
+    MemoryReport,
+    MemorySample,
+    format_bytes,
+    least_squares_slope,
+)
+from llmpool.memory.sampler import Sampler
+from llmpool.memory.state import MemoryState, StateMachine
+from llmpool.memory.thread import THREAD_NAME, SamplerThread
+
+__all__ = ["THREAD_NAME", "Gauge", "MemoryManager", "PressureCallback", "SampleLike"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two log lines about the same kind of failure.
+LOG_INTERVAL = 60.0
+
+PressureCallback = Callable[[MemoryState, MemoryReport], None]
+
+
+class SampleLike(Protocol):
+    """What a sampler returns: a :class:`MemorySample`, or anything with ``rss``
+    (``vms``, ``cgroup_usage``, ``threads`` and ``open_fds`` are read if present)."""
+
+    @property
+    def rss(self) -> int: ...
+
+
+Gauge = Callable[[], Mapping[str, float]]
+
+
+class MemoryManager:
+    """Watches this process's memory against a budget from a daemon thread.
+
+    One per process, shared by all threads. Every public method is
+    thread-safe. ``admit()``, ``account()`` and ``snapshot()`` are built for
+    the request path: ``admit()`` reads one attribute unless it rejects,
+    ``snapshot()`` returns the immutable sample the thread published by one
+    attribute rebind, ``account()`` holds a small lock for a few counter
+    updates. Callbacks and gauges run outside every lock. After ``os.fork()``
+    the child gets fresh locks, fresh measurements and, if the parent's
+    thread was running, a thread of its own.
+
+    *sampler*, *clock* and *collect* are injectable so tests drive the state
+    machine with :meth:`tick` and synthetic samples; *limit* overrides limit
+    discovery.
+    """
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        sampler: Callable[[], SampleLike] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        collect: Callable[[], int] = gc.collect,
+        limit: MemoryLimit | None = None,
+    ) -> None:
+        self._config = config if config is not None else MemoryConfig()
+        cfg = self._config
+        self._clock = clock
+        self._collect = collect
+        self._limit = limit if limit is not None else discover_limit(cfg.max_memory_mb)
+        self._sampler = (
+            sampler
+            if sampler is not None
+            else Sampler(self._limit.cgroup if self._limit.from_cgroup else None, clock=clock)
+        )
+        self._machine = StateMachine(
+            (cfg.warn, cfg.gc, cfg.shed, cfg.critical), cfg.consecutive_samples, cfg.hysteresis
+        )
+        self._accounting = Accounting(cfg.max_operations)
+        # Copy-on-write registries: replaced under the lock, read without it.
+        self._callbacks: tuple[PressureCallback, ...] = ()
+        self._gauges: dict[str, Gauge] = {}
+        self._runner = SamplerThread(cfg.sample_interval)
+        self._init_runtime()
+        _LIVE.add(self)
+
+    def _init_runtime(self) -> None:
+        """Fresh lock, lifecycle and measurements (construction, and a forked child)."""
+        # Guards the measurements below, the GC book, the log limiter and registry
+        # writes. Never held across a sample, a collection, a callback, a gauge or a
+        # logging call.
+        self._lock = threading.Lock()
+        self._limiter = LogLimiter(LOG_INTERVAL)
+        self._gc = GCBook()
+        self._machine.reset()
+        self._reject = False
+        self._latest: MemorySample | None = None
+        self._history: deque[tuple[float, int]] = deque(maxlen=self._config.history)
+        self._first_rss: int | None = None
+        self._peak = 0
+        self._samples = 0
+        self._usage = 0.0
+        self._state_since = self._clock()
+        self._last_notify: float | None = None
+        self._sample_errors = 0
+        self._callback_errors = 0
+        self._gauge_errors = 0
+        self._rejected = 0
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def config(self) -> MemoryConfig:
+        """The configuration this manager was built with."""
+        return self._config
+
+    @property
+    def limit(self) -> MemoryLimit:
+        """The budget and its source (discovered once, at construction)."""
+        return self._limit
+
+    @property
+    def state(self) -> MemoryState:
+        """The current state."""
+        return self._machine.state
+
+    @property
+    def running(self) -> bool:
+        """Whether the sampler thread is alive."""
+        return self._runner.running
+
+    def __repr__(self) -> str:
+        return (
+            f"<MemoryManager state={self.state.value} limit={format_bytes(self._limit.bytes)} "
+            f"({self._limit.source}) running={self.running}>"
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the sampler thread (idempotent). It samples at once, then every
+        ``sample_interval`` seconds."""
+        self._runner.start(self, MemoryManager._tick_in_thread)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the sampler thread: wake it and wait up to *timeout* seconds for it."""
+        self._runner.stop(timeout)
+
+    def close(self) -> None:
+        """Stop the sampler thread (the manager can be started again)."""
+        self.stop()
+
+    def __enter__(self) -> MemoryManager:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ the request path
+
+    def admit(self, operation: str = "") -> None:
+        """Refuse a new call with :class:`~llmpool.exceptions.MemoryPressureError`
+        when ``reject_on_pressure`` is set and the state is SHED or CRITICAL."""
+        if self._reject:
+            self._refuse(operation)
+
+    def _refuse(self, operation: str) -> None:
+        with self._lock:
+            self._rejected += 1
+            state, usage = self._machine.state, self._usage
+        what = f"call {operation!r}" if operation else "call"
+        raise MemoryPressureError(
+            f"memory pressure: {what} rejected in state {state.value} "
+            f"({usage:.0%} of {format_bytes(self._limit.bytes)})",
+            state=state,
+            usage=usage,
+        )
+
+    def account(
+        self, operation: str, model: str | None, bytes_in: int, bytes_out: int, duration: float
+    ) -> None:
+        """Account one finished call under the key ``operation:model`` (bounded keys)."""
+        key = f"{operation}:{model}" if model else operation
+        self._accounting.record(key, bytes_in, bytes_out, duration)
+
+    def track_memory_usage(self, operation: str, size: int, duration: float | None = None) -> None:
+        """Account *size* bytes for *operation* (the seed's method; counted as bytes in)."""
+        self._accounting.record(operation, size, 0, duration)
+
+    def add_inflight(self, delta: int) -> None:
+        """Add *delta* bytes being received (negative when they are released)."""
+        self._accounting.add_inflight(delta)
+
+    @contextlib.contextmanager
+    def inflight(self, nbytes: int) -> Iterator[None]:
+        """Count *nbytes* as in flight for the duration of the ``with`` block."""
+        self._accounting.add_inflight(nbytes)
+        try:
+            yield
+        finally:
+            self._accounting.add_inflight(-nbytes)
+
+    def snapshot(self) -> MemorySample | None:
+        """The latest published sample (None before the first tick)."""
+        return self._latest
+
+    # ------------------------------------------------------------------ registries
+
+    def on_pressure(self, callback: PressureCallback) -> PressureCallback:
+        """Register *callback(state, report)*; called in registration order, outside
+        every lock, on each upward state change and every ``pressure_repeat`` seconds
+        while SHED or CRITICAL lasts. Returns *callback* (usable as a decorator)."""
+        with self._lock:
+            self._callbacks = (*self._callbacks, callback)
+        return callback
+
+    def register_gauge(self, name: str, fn: Gauge) -> None:
+        """Include ``fn()`` (a mapping of numbers) in every report under *name*."""
+        with self._lock:
+            self._gauges = {**self._gauges, name: fn}
+
+    def unregister_gauge(self, name: str) -> None:
+        """Stop reporting the gauge *name* (no error if absent)."""
+        with self._lock:
+            self._gauges = {k: v for k, v in self._gauges.items() if k != name}
+
+    # ------------------------------------------------------------------ one tick
+
+    def tick(self) -> MemoryState:
+        """Take one sample, run the state machine and the actions, synchronously.
+
+        The thread calls this every ``sample_interval``; tests call it directly.
+        A failing sampler is counted and leaves the state unchanged.
+        """
+        now = self._clock()
+        try:
+            sample = self._take_sample()
+            usage = self._usage_bytes(sample) / self._limit.bytes
+        except Exception as exc:  # a sampler that raises or returns junk
+            self._sample_failed(exc, now)
+            return self._machine.state
+        with self._lock:
+            previous = self._machine.state
+            state = self._machine.update(usage)
+            self._record(now, sample, usage)
+            if state is not previous:
+                self._state_since = now
+            self._reject = self._config.reject_on_pressure and state >= MemoryState.SHED
+            collect = state >= MemoryState.GC and self._gc.due(now, self._config.gc_cooldown)
+            notify = self._notify_due(previous, state, now)
+        if state is not previous:
+            self._log_change(previous, state, usage)
+        if collect:
+            self._collect_garbage(sample)
+        if notify:
+            self._call_back(state)
+        return state
+
+    def _take_sample(self) -> MemorySample:
+        """Call the sampler; accept anything with ``rss`` (psutil's ``memory_info()``
+        result too) by copying its known fields into a MemorySample."""
+        sample = self._sampler()
+        if isinstance(sample, MemorySample):
+            return sample
+        return MemorySample(
+            rss=int(sample.rss),
+            vms=int(getattr(sample, "vms", 0)),
+            cgroup_usage=getattr(sample, "cgroup_usage", None),
+            threads=getattr(sample, "threads", None),
+            open_fds=getattr(sample, "open_fds", None),
+            time=self._clock(),
+        )
+
+    def _usage_bytes(self, sample: MemorySample) -> int:
+        if self._limit.from_cgroup and sample.cgroup_usage is not None:
+            return sample.cgroup_usage
+        return sample.rss
+
+    def _record(self, now: float, sample: MemorySample, usage: float) -> None:
+        """Keep the sample's numbers (under the lock) and publish it."""
+        self._samples += 1
+        self._usage = usage
+        self._history.append((now, sample.rss))
+        if self._first_rss is None:
+            self._first_rss = sample.rss
+        self._peak = max(self._peak, sample.rss)
+        self._latest = sample
+
+    def _notify_due(self, previous: MemoryState, state: MemoryState, now: float) -> bool:
+        repeat = self._config.pressure_repeat
+        due = state > previous or (
+            state is previous
+            and state >= MemoryState.SHED
+            and repeat is not None
+            and self._last_notify is not None
+            and now - self._last_notify >= repeat
+        )
+        if due:
+            self._last_notify = now
+        return due
+
+    def _log_change(self, previous: MemoryState, state: MemoryState, usage: float) -> None:
+        if state > previous:
+            level = logging.ERROR if state is MemoryState.CRITICAL else logging.WARNING
+        else:
+            level = logging.INFO
+        log.log(
+            level,
+            "llmpool memory: %s -> %s at %.1f%% of %s (%s)",
+            previous.value,
+            state.value,
+            usage * 100,
+            format_bytes(self._limit.bytes),
+            self._limit.source,
+        )
+
+    def _collect_garbage(self, before: MemorySample) -> None:
+        """Run one throttled collection (and malloc_trim when configured); record it."""
+        run: GCRun | None = None
+        try:
+            run = self._run_collection(before)
+        finally:
+            with self._lock:
+                self._gc.add(run)
+        log.info(
+            "llmpool memory: gc.collect() found %d unreachable objects in %.3f s; rss %s -> %s",
+            run.collected,
+            run.duration,
+            format_bytes(run.rss_before),
+            format_bytes(run.rss_after),
+        )
+
+    def _run_collection(self, before: MemorySample) -> GCRun:
+        start = self._clock()
+        try:
+            collected = int(self._collect())
+        except Exception as exc:
+            self._log_limited("collect", start, "gc.collect() raised: %r", exc)
+            collected = -1
+        duration = max(self._clock() - start, 0.0)
+        trimmed = malloc_trim() if self._config.trim_on_gc else None
+        try:
+            rss_after: int | None = self._take_sample().rss
+        except Exception as exc:
+            self._sample_failed(exc, self._clock())
+            rss_after = None
+        return GCRun(
+            at=start,
+            duration=duration,
+            rss_before=before.rss,
+            rss_after=rss_after,
+            collected=collected,
+            trimmed=trimmed,
+        )
+
+    def _call_back(self, state: MemoryState) -> None:
+        callbacks = self._callbacks
+        if not callbacks:
+            return
+        report = self._build_report(with_gauges=True)
+        for callback in callbacks:
+            try:
+                callback(state, report)
+            except (Exception, SystemExit) as exc:
+                with self._lock:
+                    self._callback_errors += 1
+                name = getattr(callback, "__qualname__", type(callback).__name__)
+                self._log_limited(
+                    "callback", self._clock(), "pressure callback %s raised: %r", name, exc
+                )
+
+    # ------------------------------------------------------------------ failures
+
+    def _sample_failed(self, exc: BaseException, now: float) -> None:
+        with self._lock:
+            self._sample_errors += 1
+            count = self._sample_errors
+        self._log_limited("sample", now, "memory sample failed (%d so far): %r", count, exc)
+
+    def _log_limited(self, kind: str, now: float, message: str, *args: object) -> None:
+        """Log a warning unless one of the same *kind* was logged within a minute."""
+        with self._lock:
+            suppressed = self._limiter.allow(kind, now)
+        if suppressed is None:
+            return
+        if suppressed:
+            message += " (%d similar suppressed)"
+            args = (*args, suppressed)
+        log.warning("llmpool memory: " + message, *args)
+
+    def _tick_in_thread(self) -> None:
+        """One tick for the thread: an unexpected error is counted, never fatal."""
+        try:
+            self.tick()
+        except Exception as exc:
+            self._sample_failed(exc, self._clock())
+
+    # ------------------------------------------------------------------ reports
+
+    def report(self) -> MemoryReport:
+        """Everything known now, including every gauge (a raising gauge is skipped
+        and counted). Samples once on the caller's thread if the thread has not yet."""
+        return self._build_report(with_gauges=True)
+
+    def stats(self) -> dict[str, Any]:
+        """A compact plain dict for ``client.stats()["memory"]`` (no gauges called)."""
+        return self._build_report(with_gauges=False).summary()
+
+    def _build_report(self, *, with_gauges: bool) -> MemoryReport:
+        now = self._clock()
+        sample = self._latest
+        if sample is None:
+            sample = self._sample_now(now)
+        gauges = self._read_gauges(now) if with_gauges else {}
+        operations = self._accounting.snapshot()
+        with self._lock:
+            state = self._machine.state
+            history = list(self._history)
+            first_rss = self._first_rss if self._first_rss is not None else sample.rss
+            peak, samples, gc_stats = max(self._peak, sample.rss), self._samples, self._gc.freeze()
+            errors = (self._sample_errors, self._callback_errors, self._gauge_errors)
+            since, rejected = self._state_since, self._rejected
+        usage_bytes = self._usage_bytes(sample)
+        return MemoryReport(
+            time=now,
+            pid=sample.pid,
+            running=self.running,
+            state=state,
+            usage=usage_bytes / self._limit.bytes,
+            usage_bytes=usage_bytes,
+            limit=self._limit.bytes,
+            limit_source=self._limit.source,
+            cgroup_limit=self._limit.cgroup_limit,
+            host_total=self._limit.host_total,
+            rss=sample.rss,
+            vms=sample.vms,
+            cgroup_usage=sample.cgroup_usage,
+            slope=least_squares_slope(history),
+            window=history[-1][0] - history[0][0] if history else 0.0,
+            threads=sample.threads,
+            open_fds=sample.open_fds,
+            inflight_bytes=self._accounting.inflight,
+            operations=operations,
+            operations_folded=self._accounting.folded,
+            gauges=gauges,
+            gc_counts=gc.get_count(),
+            gc_collections=tuple(gen["collections"] for gen in gc.get_stats()),
+            tracemalloc_current=(
+                tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
+            ),
+            time_in_state=now - since,
+            peak_rss=peak,
+            growth=sample.rss - first_rss,
+            samples=samples,
+            gc=gc_stats,
+            sample_errors=errors[0],
+            callback_errors=errors[1],
+            gauge_errors=errors[2],
+            rejected=rejected,
+        )
+
+    def _sample_now(self, now: float) -> MemorySample:
+        """A sample for a report asked before the first tick (not published)."""
+        try:
+            return self._take_sample()
+        except Exception as exc:
+            self._sample_failed(exc, now)
+            return MemorySample(rss=0, time=now)
+
+    def _read_gauges(self, now: float) -> dict[str, Mapping[str, float]]:
+        values: dict[str, Mapping[str, float]] = {}
+        for name, fn in self._gauges.items():
+            try:
+                values[name] = {str(key): value for key, value in fn().items()}
+            except Exception as exc:
+                with self._lock:
+                    self._gauge_errors += 1
+                self._log_limited("gauge", now, "gauge %r raised: %r", name, exc)
+        return values
+
+    def tracemalloc_top(self, n: int = 10) -> list[tuple[str, int, int]]:
+        """The *n* source lines holding the most traced memory: ``(file:line, bytes,
+        blocks)``. Starts tracemalloc if it is not tracing (logged: it slows every
+        allocation and costs memory); the first call then shows little, the next
+        ones show what was allocated since. Never called by the sampler."""
+        if not tracemalloc.is_tracing():
+            tracemalloc.start()
+            log.warning(
+                "llmpool memory: tracemalloc started now (it slows allocations; stop it with "
+                "tracemalloc.stop()); results cover allocations from this point on"
+            )
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            (tracemalloc.Filter(False, tracemalloc.__file__),)
+        )
+        top = snapshot.statistics("lineno")[:n]
+        return [
+            (f"{stat.traceback[0].filename}:{stat.traceback[0].lineno}", stat.size, stat.count)
+            for stat in top
+        ]
+
+    # ------------------------------------------------------------------ fork
+
+    def _after_fork_in_child(self) -> None:
+        """Reset locks and measurements in a forked child; restart the thread if it ran."""
+        self._init_runtime()
+        self._accounting.reset()
+        after_fork = getattr(self._sampler, "after_fork", None)
+        if callable(after_fork):
+            after_fork()
+        self._runner.after_fork(self, MemoryManager._tick_in_thread)
+
+
+#: Every live manager, weakly: a forked child resets each of them.
+_LIVE: weakref.WeakSet[MemoryManager] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for manager in list(_LIVE):
+        try:
+            manager._after_fork_in_child()
+        except Exception:  # the child must survive whatever happens here
+            log.exception("llmpool memory: resetting a manager after fork failed")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
