@@ -493,7 +493,7 @@ class Client:
         except ResponseTooLarge as err:
             err.request_id = request_id
             raise
-        if response.status >= 400:
+        if not 200 <= response.status < 300:
             raise self._provider.parse_error(response.status, response.headers, body)
         return parse(body, request_id=request_id), len(body)
 
@@ -545,7 +545,7 @@ class Client:
 
         def open_attempt(timeout: float | None) -> Response:
             response = self._exchange(ctx, request, timeout)
-            if response.status >= 400:
+            if not 200 <= response.status < 300:
                 body = response.read(max_bytes=self._max_response_bytes)
                 raise self._provider.parse_error(response.status, response.headers, body)
             return response

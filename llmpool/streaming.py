@@ -258,6 +258,12 @@ class _Response(Protocol):
     def close(self) -> None: ...
 
 
+def _carries_something(chunk: ChatChunk) -> bool:
+    """Whether a chunk is worth handing over (a role-only preamble is not, so a
+    stream that fails right after it is still retried as undelivered)."""
+    return bool(chunk.delta or chunk.finish_reason or chunk.usage or chunk.tool_calls)
+
+
 #: How much of a body left after the final marker a stream reads to keep the connection.
 _DRAIN_LIMIT = 64 * 1024
 
@@ -387,7 +393,7 @@ class Stream:
             self._received += len(data)
             for event in decoder.feed(data):
                 chunk = parser.feed(event)
-                if chunk is not None:
+                if chunk is not None and _carries_something(chunk):
                     if chunk.delta:
                         self._parts.append(chunk.delta)
                     if on_chunk is not None:
