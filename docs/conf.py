@@ -25,7 +25,7 @@ nitpicky = True
 # Types from other projects: no intersphinx here (CI has no network but the
 # package registries), so references to them stay plain text.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(attrs|urllib3|requests|ssl|socket|threading|typing|collections|stevedore|psutil|prometheus_client|yaml)(\..*)?"),
+    (r"py:.*", r"(abc|attrs|urllib3|requests|ssl|socket|threading|typing|collections|stevedore|psutil|prometheus_client|yaml|enum|os)(\..*)?"),
     (r"py:.*", r"(Any|Callable|Iterator|Iterable|Mapping|Sequence|Self|Exception|BaseException|ValueError|int|str|float|bool|bytes|dict|list|tuple|None)"),
 ]
 doctest_global_setup = "import llmpool"

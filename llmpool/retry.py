@@ -87,7 +87,7 @@ class RetryPolicy:
     share freely between threads and change with :func:`attrs.evolve`.
 
     Bounded twice: by ``max_attempts`` here and by the call's total
-    ``deadline`` (see :class:`Deadline`). Times are in seconds.
+    ``deadline`` (see :class:`~llmpool.retry.Deadline`). Times are in seconds.
     """
 
     #: Total attempts, the first one included (1 disables retries).

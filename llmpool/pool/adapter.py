@@ -28,7 +28,7 @@ __all__ = ["PooledHTTPAdapter", "RequestsTransport", "map_requests_error"]
 
 
 class PooledHTTPAdapter(requests.adapters.HTTPAdapter):
-    """A ``requests`` adapter whose connections come from a shared :class:`ConnectionPool`.
+    """A ``requests`` adapter whose connections come from a shared :class:`~llmpool.ConnectionPool`.
 
     Thread-safe to the same degree as a ``requests.Session`` (sessions are not
     documented as thread-safe; the pool under them is). TLS settings come
