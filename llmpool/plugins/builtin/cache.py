@@ -24,6 +24,7 @@ from llmpool.config import boolean, optional, positive_int, positive_number
 from llmpool.exceptions import ConfigError
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext, level_name
+from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
 
 __all__ = ["CachePlugin", "CacheSettings", "cache_key"]
@@ -103,6 +104,7 @@ class CachePlugin(LLMPlugin):
         self.settings = CacheSettings()
         # Guards _entries, _bytes and the counters.
         self._lock = threading.Lock()
+        renew_lock_after_fork(self)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
         self._hits = self._misses = self._stores = self._evictions = 0
@@ -179,9 +181,6 @@ class CachePlugin(LLMPlugin):
 
     def teardown(self) -> None:
         self.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -17,6 +17,7 @@ from llmpool.config import optional_str, positive_int
 from llmpool.exceptions import ConfigError, PluginLoadError
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
+from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
 
 __all__ = ["MetricsPlugin", "MetricsSettings"]
@@ -89,6 +90,7 @@ class MetricsPlugin(LLMPlugin):
         self.registry = None
         # Guards _models (the model labels in use).
         self._lock = threading.Lock()
+        renew_lock_after_fork(self)
         self._models: set[str] = set()
         self._owned_registry = False
 

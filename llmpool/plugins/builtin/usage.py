@@ -24,6 +24,7 @@ from llmpool.config import positive_int
 from llmpool.exceptions import ConfigError
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
+from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
 
 __all__ = ["UsagePlugin", "UsageSettings"]
@@ -115,6 +116,7 @@ class UsagePlugin(LLMPlugin):
         self.settings = UsageSettings()
         # Guards _models.
         self._lock = threading.Lock()
+        renew_lock_after_fork(self)
         self._models: dict[str, _Totals] = {}
 
     def setup(self, context: PluginContext) -> None:
