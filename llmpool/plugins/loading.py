@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from stevedore import ExtensionManager, NamedExtensionManager
+from stevedore import NamedExtensionManager
 from stevedore.extension import Extension
 
 from llmpool.exceptions import ConfigError
@@ -103,20 +103,6 @@ def _guarded(load: Callable[[], Extension[Any] | None]) -> Extension[Any] | None
         raise _LoadAborted(exc) from exc
 
 
-class _SafeExtensionManager(ExtensionManager[Any]):
-    """An ExtensionManager whose loading never lets a plugin's exception out."""
-
-    def _load_one_plugin(
-        self,
-        ep: importlib.metadata.EntryPoint,
-        invoke_on_load: bool,
-        invoke_args: tuple[Any, ...],
-        invoke_kwds: dict[str, Any],
-    ) -> Extension[Any] | None:
-        parent = super()._load_one_plugin
-        return _guarded(lambda: parent(ep, invoke_on_load, invoke_args, invoke_kwds))
-
-
 class _SafeNamedExtensionManager(NamedExtensionManager[Any]):
     """A NamedExtensionManager whose loading never lets a plugin's exception out."""
 
@@ -137,39 +123,59 @@ def entry_point_candidates(
     """Import the entry points *names* of *namespace* (in that order) through stevedore.
 
     ``load_all=True`` imports every installed one instead, sorted by name;
-    ``names=None`` without ``load_all`` imports nothing.
+    ``names=None`` without ``load_all`` imports nothing. A name that two
+    installed distributions declare with different targets is a failure:
+    neither is loaded, rather than one silently overriding the other.
     """
     source = f"entry_point:{namespace}"
-    failures: list[PluginLoadFailure] = []
+    installed = _installed_targets(namespace)
+    if load_all:
+        wanted = sorted(installed)
+    elif names:
+        wanted = list(dict.fromkeys(names))
+    else:
+        return [], []
+    failures = [
+        PluginLoadFailure(
+            name,
+            source,
+            f"entry point {name!r} is declared {len(installed[name])} times in {namespace!r} "
+            f"({', '.join(installed[name])}); uninstall all but one",
+        )
+        for name in wanted
+        if len(installed.get(name, ())) > 1
+    ]
+    wanted = [name for name in wanted if len(installed.get(name, ())) <= 1]
 
     def on_failure(_mgr: object, ep: importlib.metadata.EntryPoint, exc: BaseException) -> None:
         failures.append(PluginLoadFailure(ep.name, source, describe_error(exc)))
 
-    if load_all:
-        manager: ExtensionManager[Any] = _SafeExtensionManager(
-            namespace, on_load_failure_callback=on_failure
-        )
-        extensions = sorted(manager.extensions, key=lambda ext: ext.name)
-    elif names:
-        wanted = list(dict.fromkeys(names))
-        manager = _SafeNamedExtensionManager(
-            namespace,
-            wanted,
-            name_order=True,
-            on_load_failure_callback=on_failure,
-            on_missing_entrypoints_callback=None,
-        )
-        extensions = list(manager.extensions)
-        failed = {f.name for f in failures}
-        found = {ext.name for ext in extensions}
-        failures.extend(
-            PluginLoadFailure(name, source, f"no entry point named {name!r} in {namespace!r}")
-            for name in wanted
-            if name not in found and name not in failed
-        )
-    else:
-        return [], []
+    manager = _SafeNamedExtensionManager(
+        namespace,
+        wanted,
+        name_order=True,
+        on_load_failure_callback=on_failure,
+        on_missing_entrypoints_callback=None,
+    )
+    extensions = list(manager.extensions)
+    failed = {f.name for f in failures}
+    found = {ext.name for ext in extensions}
+    failures.extend(
+        PluginLoadFailure(name, source, f"no entry point named {name!r} in {namespace!r}")
+        for name in wanted
+        if name not in found and name not in failed
+    )
     return extension_candidates(extensions, source), failures
+
+
+def _installed_targets(namespace: str) -> dict[str, list[str]]:
+    """Each entry point name of *namespace* with its distinct targets (no import)."""
+    targets: dict[str, list[str]] = {}
+    for ep in importlib.metadata.entry_points(group=namespace):
+        values = targets.setdefault(ep.name, [])
+        if ep.value not in values:
+            values.append(ep.value)
+    return targets
 
 
 def extension_candidates(
@@ -353,9 +359,11 @@ def describe_installed(
     """Describe the installed plugins and providers without importing them.
 
     One dict per entry point: ``name``, ``namespace``, ``value``, ``module``,
-    ``distribution``, ``version``. With ``load=True`` each is imported (and a
-    plugin validated), adding ``loaded`` (bool) and ``error`` (the reason or
-    None). Sorted by namespace, then name.
+    ``distribution``, ``version`` and ``duplicate`` (another distribution
+    declares the same name with another target: neither will load). With
+    ``load=True`` each is imported (and a plugin validated), adding
+    ``loaded`` (bool) and ``error`` (the reason or None). Sorted by
+    namespace, then name.
     """
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
@@ -378,6 +386,11 @@ def describe_installed(
                 row["error"] = _try_load(ep, plugin=namespace != "llmpool.providers")
                 row["loaded"] = row["error"] is None
             rows.append(row)
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        counts[row["namespace"], row["name"]] = counts.get((row["namespace"], row["name"]), 0) + 1
+    for row in rows:
+        row["duplicate"] = counts[row["namespace"], row["name"]] > 1
     rows.sort(key=lambda r: (r["namespace"], r["name"]))
     return rows
 

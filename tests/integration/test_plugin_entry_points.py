@@ -315,3 +315,29 @@ def test_describe_installed_reports_load_failures(site: Site) -> None:
     assert "SystemExit" in rows["exits"]["error"] and rows["exits"]["loaded"] is False
     assert "'after_response'" in rows["misspelt"]["error"]
     assert "is not an LLMPlugin" in rows["not_a_plugin"]["error"]
+
+
+def test_same_name_from_two_distributions_is_an_error(site: Site) -> None:
+    """Two distributions declaring one name: neither loads, the failure names both targets."""
+    for dist, target in (("one", "Good"), ("two", "Other")):
+        module = f"llmpool_tests_dup_{dist}"
+        source = GOOD.replace('name = "good"', "").replace("class Good", f"class {target}")
+        site.install(
+            f"llmpool-tests-{dist}",
+            "1.0",
+            {TEST_NAMESPACE: {"dup": f"{module}:{target}", f"only_{dist}": f"{module}:{target}"}},
+            {f"{module}.py": source},
+        )
+    manager = PluginManager()
+    assert manager.load_entry_points(["dup", "only_one"], TEST_NAMESPACE) == ["only_one"]
+    (failure,) = manager.load_failures
+    assert failure.name == "dup"
+    assert "llmpool_tests_dup_one:Good" in failure.reason
+    assert "llmpool_tests_dup_two:Other" in failure.reason
+    everything = PluginManager()
+    assert everything.load_entry_points(namespace=TEST_NAMESPACE, load_all=True) == [
+        "only_one",
+        "only_two",
+    ]
+    rows = [r for r in describe_installed((TEST_NAMESPACE,)) if r["name"] == "dup"]
+    assert len(rows) == 2 and all(r["duplicate"] for r in rows)
