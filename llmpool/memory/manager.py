@@ -171,8 +171,11 @@ class MemoryManager:
         self._runner.stop(timeout)
 
     def close(self) -> None:
-        """Stop the sampler thread (the manager can be started again)."""
+        """Stop the sampler thread and close the default sampler's kept-open files
+        (the manager can be started again; the files reopen on the next sample)."""
         self.stop()
+        if isinstance(self._sampler, Sampler):
+            self._sampler.close()
 
     def __enter__(self) -> MemoryManager:
         self.start()

@@ -62,11 +62,6 @@ class SamplerThread:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    @property
-    def started(self) -> bool:
-        """Whether start() was called more recently than stop()."""
-        return self._thread is not None
-
     def start(self, owner: T, tick: Callable[[T], None]) -> None:
         """Start calling ``tick(owner)`` (idempotent); *owner* is held weakly."""
         with self._lock:

@@ -691,6 +691,18 @@ def test_default_construction_discovers_a_limit_and_samples_this_process() -> No
     assert "MemoryManager state=" in repr(manager)
 
 
+def test_close_stops_and_releases_the_sampler_files() -> None:
+    """close() on a never-started manager closes the default sampler's descriptors;
+    the next tick reopens them."""
+    manager = MemoryManager()
+    manager.tick()
+    manager.close()
+    assert manager._sampler._fds == {}  # type: ignore[attr-defined]
+    manager.tick()
+    assert manager.report().sample_errors == 0
+    manager.close()
+
+
 def test_config_max_memory_mb_sets_a_config_budget() -> None:
     """max_memory_mb becomes the budget, source 'config'."""
     manager = MemoryManager(MemoryConfig(max_memory_mb=64))
