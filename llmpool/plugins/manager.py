@@ -1,10 +1,9 @@
-"""PluginManager: the registry of a client's plugins and the dispatch of hooks.
+"""PluginManager: the registry of a client's plugins, their loading and statistics.
 
-Dispatch runs over an immutable snapshot: a tuple per hook of the plugins
-that implement it, in order (priority, then name). Registering or removing a
-plugin builds a new snapshot under the registry lock and publishes it with
-one attribute rebind, so a call in flight keeps the snapshot it started with
-and dispatch itself takes no lock (except a non-thread-safe plugin's own).
+Registering or removing a plugin builds a new dispatch snapshot (see
+:mod:`llmpool.plugins.dispatch`) under the registry lock and publishes it
+with one attribute rebind, so a call in flight keeps the snapshot it started
+with and dispatch itself takes no lock.
 """
 
 from __future__ import annotations
@@ -20,9 +19,9 @@ from typing import Any
 
 from stevedore import ExtensionManager
 
-from llmpool.exceptions import ConfigError, LLMPoolError, PluginError, PluginLoadError
-from llmpool.models import CallContext, Request
-from llmpool.plugins.base import HOOKS, RAISING_HOOKS, LLMPlugin, PluginContext
+from llmpool.exceptions import ConfigError, PluginLoadError
+from llmpool.plugins.base import LLMPlugin, PluginContext
+from llmpool.plugins.dispatch import EMPTY_SNAPSHOT, HookDispatcher, build_snapshot
 from llmpool.plugins.loading import (
     PluginCandidate,
     PluginLoadFailure,
@@ -31,8 +30,8 @@ from llmpool.plugins.loading import (
     entry_point_candidates,
     extension_candidates,
 )
-from llmpool.plugins.stats import HookStats, PluginRecord
-from llmpool.plugins.validation import check_plugin, overridden_hooks
+from llmpool.plugins.stats import PluginRecord
+from llmpool.plugins.validation import check_plugin
 
 __all__ = ["PluginManager"]
 
@@ -40,34 +39,6 @@ log = logging.getLogger(__name__)
 
 #: Load failures kept for stats(); older ones are dropped.
 MAX_LOAD_FAILURES = 100
-
-_perf = time.perf_counter
-
-#: What _call returns for a hook that failed or was skipped by the breaker.
-_SKIPPED: Any = object()
-
-
-class _Entry:
-    """One plugin's hook in a snapshot: what to call and where to count it."""
-
-    __slots__ = ("call", "name", "raises", "record", "stats")
-
-    def __init__(self, record: PluginRecord, hook: str) -> None:
-        method = getattr(record.plugin, hook)
-        lock = record.call_lock
-        self.call: Callable[..., Any] = method if lock is None else _serialised(method, lock)
-        self.name = record.name
-        self.record = record
-        self.stats: HookStats = record.hooks[hook]
-        self.raises = record.plugin.critical and hook in RAISING_HOOKS
-
-
-def _serialised(method: Callable[..., Any], lock: threading.RLock) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
-        with lock:
-            return method(*args)
-
-    return call
 
 
 class _Rejected(Exception):
@@ -78,8 +49,6 @@ class _Rejected(Exception):
         self.name = name
         self.reason = reason
 
-
-_EMPTY: dict[str, tuple[_Entry, ...]] = dict.fromkeys(HOOKS, ())
 
 #: Live managers, so that a forked child can reset their locks.
 _MANAGERS: weakref.WeakSet[PluginManager] = weakref.WeakSet()
@@ -94,7 +63,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class PluginManager:
+class PluginManager(HookDispatcher):
     """The plugins of one client, and the dispatch of their hooks.
 
     Thread safety: one manager per client, shared by all threads. Every
@@ -150,7 +119,7 @@ class PluginManager:
         self._failures: deque[PluginLoadFailure] = deque(maxlen=MAX_LOAD_FAILURES)
         self._closed = False
         # The published snapshot; replaced whole, never mutated.
-        self._hooks: dict[str, tuple[_Entry, ...]] = _EMPTY
+        self._hooks = EMPTY_SNAPSHOT
         self._order: tuple[LLMPlugin, ...] = ()
         _MANAGERS.add(self)
 
@@ -195,10 +164,6 @@ class PluginManager:
         """The registered plugin called *name*, or None."""
         record = self._records.get(name)
         return record.plugin if record is not None else None
-
-    def has(self, hook: str) -> bool:
-        """Whether any registered plugin implements *hook* (cheap; for the hot path)."""
-        return bool(self._hooks[hook])
 
     def __len__(self) -> int:
         return len(self._order)
@@ -392,11 +357,7 @@ class PluginManager:
     def _publish(self) -> None:
         """Build and publish a new snapshot. Called with the registry lock held."""
         records = sorted(self._records.values(), key=lambda r: (r.plugin.priority, r.name))
-        hooks: dict[str, list[_Entry]] = {hook: [] for hook in HOOKS}
-        for record in records:
-            for hook in overridden_hooks(record.plugin):
-                hooks[hook].append(_Entry(record, hook))
-        self._hooks = {hook: tuple(entries) for hook, entries in hooks.items()}
+        self._hooks = build_snapshot(records)
         self._order = tuple(record.plugin for record in records)
 
     def _teardown(self, record: PluginRecord) -> None:
@@ -404,129 +365,6 @@ class PluginManager:
             record.plugin.teardown()
         except Exception:
             log.warning("plugin %s: teardown failed", record.name, exc_info=True)
-
-    # ------------------------------------------------------------------ dispatch
-
-    def before_request(self, ctx: CallContext, request: Request) -> object:
-        """Run ``before_request``: returns the (possibly changed) Request, or an
-        answer (any other value) that ends the call without the network. The
-        answering plugin's name is put in ``ctx.state["answered_by"]``.
-        """
-        for entry in self._hooks["before_request"]:
-            result = self._call(entry, "before_request", (ctx, request))
-            if result is None or result is _SKIPPED:
-                continue
-            if isinstance(result, Request):
-                request = result
-                continue
-            ctx.state["answered_by"] = entry.name
-            return result
-        return request
-
-    def after_response(self, ctx: CallContext, request: Request, response: Any) -> Any:
-        """Run ``after_response``; returns the result, as replaced by plugins."""
-        for entry in self._hooks["after_response"]:
-            result = self._call(entry, "after_response", (ctx, request, response))
-            if result is not None and result is not _SKIPPED:
-                response = result
-        return response
-
-    def on_attempt(self, ctx: CallContext, attempt: int) -> None:
-        """Run ``on_attempt`` before attempt number *attempt* (1-based)."""
-        entries = self._hooks["on_attempt"]
-        if entries:
-            self._notify(entries, "on_attempt", (ctx, attempt))
-
-    def on_retry(self, ctx: CallContext, attempt: int, error: Exception, delay: float) -> None:
-        """Run ``on_retry`` after attempt *attempt* failed with *error*."""
-        entries = self._hooks["on_retry"]
-        if entries:
-            self._notify(entries, "on_retry", (ctx, attempt, error, delay))
-
-    def on_error(self, ctx: CallContext, request: Request, error: Exception) -> None:
-        """Run ``on_error`` for a call that failed. Never raises."""
-        entries = self._hooks["on_error"]
-        if entries:
-            self._notify(entries, "on_error", (ctx, request, error))
-
-    def on_stream_chunk(self, ctx: CallContext, chunk: Any) -> None:
-        """Run ``on_stream_chunk`` for one chunk of a streamed call."""
-        entries = self._hooks["on_stream_chunk"]
-        if entries:
-            self._notify(entries, "on_stream_chunk", (ctx, chunk))
-
-    def on_stream_end(self, ctx: CallContext, stream: Any) -> None:
-        """Run ``on_stream_end`` when a streamed call ends. Never raises."""
-        entries = self._hooks["on_stream_end"]
-        if entries:
-            self._notify(entries, "on_stream_end", (ctx, stream))
-
-    def on_memory_pressure(self, level: object, report: object) -> None:
-        """Run ``on_memory_pressure`` (from the memory manager's thread). Never raises."""
-        entries = self._hooks["on_memory_pressure"]
-        if entries:
-            self._notify(entries, "on_memory_pressure", (level, report))
-
-    def _notify(self, entries: tuple[_Entry, ...], hook: str, args: tuple[Any, ...]) -> None:
-        for entry in entries:
-            self._call(entry, hook, args)
-
-    def _call(self, entry: _Entry, hook: str, args: tuple[Any, ...]) -> Any:
-        """Call one plugin's hook with isolation; _SKIPPED when it failed or was skipped."""
-        record = entry.record
-        if record.disabled_until is not None and not record.allows(self._clock()):
-            return _SKIPPED
-        started = _perf()
-        try:
-            result = entry.call(*args)
-        except Exception as exc:
-            self._failed(entry, hook, exc, _perf() - started)
-            return _SKIPPED
-        record.succeeded(entry.stats, _perf() - started)
-        return result
-
-    def _failed(self, entry: _Entry, hook: str, exc: Exception, duration: float) -> None:
-        record = entry.record
-        if entry.raises:
-            if isinstance(exc, LLMPoolError):
-                record.raised_on_purpose(entry.stats, duration)
-                raise exc
-            record.failed(entry.stats, duration, now=0.0, threshold=self._threshold, cooldown=None)
-            raise PluginError(
-                f"critical plugin {entry.name!r} failed in {hook}: {describe_error(exc)}",
-                plugin=entry.name,
-                hook=hook,
-            ) from exc
-        now = self._clock()
-        cooldown = None if record.plugin.critical else self._cooldown
-        tripped = record.failed(
-            entry.stats, duration, now=now, threshold=self._threshold, cooldown=cooldown
-        )
-        self._log_failure(record, hook, exc, now, tripped)
-
-    def _log_failure(
-        self, record: PluginRecord, hook: str, exc: Exception, now: float, tripped: bool
-    ) -> None:
-        if tripped:
-            log.error(
-                "plugin %s disabled for %.1f s after %d consecutive failures (last in %s: %s)",
-                record.name,
-                self._cooldown,
-                record.consecutive_failures,
-                hook,
-                describe_error(exc),
-            )
-            return
-        should, suppressed = record.should_log(now, self._log_interval)
-        if should:
-            log.warning(
-                "plugin %s failed in %s: %s (the call goes on; %d similar messages suppressed)",
-                record.name,
-                hook,
-                describe_error(exc),
-                suppressed,
-                exc_info=exc,
-            )
 
     # ------------------------------------------------------------------ statistics
 

@@ -388,7 +388,7 @@ def test_raising_observer_is_isolated_counted_and_logged(caplog: pytest.LogCaptu
     manager = PluginManager()
     manager.register_plugin(Failing)
     fine = manager.register_plugin(Succeeding)
-    with caplog.at_level(logging.WARNING, logger="llmpool.plugins.manager"):
+    with caplog.at_level(logging.WARNING, logger="llmpool.plugins"):
         manager.on_attempt(ctx(), 1)
     assert isinstance(fine, Succeeding) and fine.calls == 1
     stats = manager.stats()["plugins"]["failing"]
@@ -402,7 +402,7 @@ def test_failure_logs_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None
     clock = Clock()
     manager = PluginManager(clock=clock, log_interval=60.0, failure_threshold=1000)
     manager.register_plugin(Failing)
-    with caplog.at_level(logging.WARNING, logger="llmpool.plugins.manager"):
+    with caplog.at_level(logging.WARNING, logger="llmpool.plugins"):
         for _ in range(50):
             manager.on_attempt(ctx(), 1)
         clock.advance(61)
