@@ -19,7 +19,8 @@ Exactly one item names the kind; the others modify it::
     stream_error[=N][,message=TEXT][,delay=S]
     oversized[=BYTES][,delay=S]
 
-``message`` takes the rest of the item, commas included, so it comes last.
+``message`` takes the rest of the item verbatim, commas and spaces included, so
+it comes last.
 Several faults are separated by ``;``.
 """
 
@@ -346,7 +347,7 @@ def parse_fault(text: str) -> Fault:
 
     Raises :class:`~llmpool.exceptions.ConfigError` on a bad spec.
     """
-    items, message = _split_items(text.strip())
+    items, message = _split_items(text.lstrip())
     kind = _kind_of([key for key, _ in items], text)
     fields: dict[str, Any] = {"kind": kind, "message": message}
     for key, value in items:
