@@ -69,7 +69,9 @@ def test_real_procfs_agrees_with_psutil() -> None:
     info = psutil.Process().memory_info()
     assert sample.vms == pytest.approx(info.vms, rel=0.05)
     assert sample.rss == pytest.approx(info.rss, rel=0.05)
-    assert sample.threads == psutil.Process().num_threads()
+    # Another test's thread may start or end between the two readings.
+    assert sample.threads is not None
+    assert abs(sample.threads - psutil.Process().num_threads()) <= 2
     assert sample.open_fds is not None and sample.open_fds > 0
     sampler.close()
 
