@@ -28,6 +28,7 @@ from llmpool.exceptions import (
     PoolTimeout,
     TransportError,
 )
+from llmpool.memory import MemoryManager, MemoryReport, MemoryState
 from llmpool.models import (
     CallContext,
     ChatChunk,
@@ -39,6 +40,7 @@ from llmpool.models import (
     ToolCall,
     Usage,
 )
+from llmpool.plugins import ILLMPlugin, LLMPlugin, PluginManager
 from llmpool.pool import ConnectionPool, IConnectionPool
 from llmpool.retry import RetryPolicy
 from llmpool.streaming import Stream
@@ -59,9 +61,15 @@ __all__ = [
     "DeadlineExceeded",
     "Embeddings",
     "IConnectionPool",
+    "ILLMPlugin",
+    "LLMPlugin",
     "LLMPoolError",
     "MemoryConfig",
+    "MemoryManager",
+    "MemoryReport",
+    "MemoryState",
     "Message",
+    "PluginManager",
     "PoolClosed",
     "PoolConfig",
     "PoolTimeout",

@@ -403,7 +403,7 @@ class Client:
         if self._owns_plugins and self._plugins is not None:
             self._plugins.close()
         if self._owns_memory and self._memory is not None:
-            self._memory.stop()
+            self._memory.close()
         if self._owns_pool:
             self._pool.close()
 
