@@ -23,7 +23,7 @@ class RecordedRequest:
     ``json`` is the decoded body, or None when the body is empty or not JSON.
     ``connection_id`` numbers the server's TCP connections from 1 in accept
     order; ``index_on_connection`` numbers the requests on one connection
-    from 1. ``timestamp`` is :func:`time.monotonic` when the request was
+    from 1. ``timestamp`` is ``time.monotonic()`` when the request was
     read. ``fault`` is the fault the server applied (None: a normal answer).
     """
 

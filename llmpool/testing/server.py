@@ -6,6 +6,7 @@ import contextlib
 import logging
 import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -79,8 +80,10 @@ class MockLLMServer:
     :class:`~llmpool.testing.MockSettings` that each request reads once.
 
     Keyword arguments are :class:`~llmpool.testing.MockSettings` fields,
-    plus ``host``, ``port`` (0: a free port) and ``max_recorded`` (how many
-    requests :attr:`requests` keeps, oldest dropped first).
+    plus ``host``, ``port`` (0: a free port), ``max_recorded`` (how many
+    requests :attr:`requests` keeps, oldest dropped first) and
+    ``ssl_context`` (a server-side ``ssl.SSLContext``: serve HTTPS; the TLS
+    handshake happens in the connection's thread).
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class MockLLMServer:
         drop_after_requests: int | None = None,
         idle_timeout: float | None = None,
         max_recorded: int = 10_000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         options: dict[str, Any] = {} if random_faults is None else {"random_faults": random_faults}
         self._settings = MockSettings(
@@ -125,6 +129,7 @@ class MockLLMServer:
         )
         self._host = host
         self._requested_port = port
+        self._ssl_context = ssl_context
         self._address: tuple[str, int] | None = None
         self._recorder = Recorder(max_recorded)
         self._injector = FaultInjector(seed)
@@ -217,8 +222,9 @@ class MockLLMServer:
 
     @property
     def origin(self) -> str:
-        """``http://HOST:PORT``: the base URL Anthropic SDKs expect."""
-        return f"http://{self._host}:{self.port}"
+        """``http://HOST:PORT`` (``https`` with TLS): the base URL Anthropic SDKs expect."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -318,7 +324,16 @@ class MockLLMServer:
                 self._spawn(sock)
 
     def _spawn(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl_context is not None:  # the handshake waits for the connection thread
+                sock = self._ssl_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
+        except OSError as exc:
+            log.debug("mock server: dropping a new connection: %s", exc)
+            sock.close()
+            return
         with self._lock:
             self._next_id += 1
             self._opened += 1
@@ -337,6 +352,8 @@ class MockLLMServer:
     def _serve(self, conn: _Connection) -> None:
         rfile: BinaryIO | None = None
         try:
+            if isinstance(conn.sock, ssl.SSLSocket):
+                conn.sock.do_handshake()
             rfile = cast(BinaryIO, conn.sock.makefile("rb", buffering=65536))
             while not self._stopping.is_set() and self._serve_one(conn, rfile):
                 pass
@@ -446,7 +463,7 @@ class MockLLMServer:
         try:
             if conn.sock.recv(1, socket.MSG_PEEK):
                 self._stopping.wait()  # the client spoke again: stay silent until stop()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: TLS sockets cannot peek; just close
             pass
 
     @staticmethod

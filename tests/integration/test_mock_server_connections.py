@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -304,3 +305,42 @@ def test_addresses(mock_server: MockLLMServer) -> None:
     assert mock_server.origin == f"http://127.0.0.1:{port}"
     assert mock_server.url("/v1/models") == f"http://127.0.0.1:{port}/v1/models"
     assert str(port) in repr(mock_server)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, Any]:
+    """A server context signed by a throwaway CA, and that CA."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context, ca
+
+
+def test_tls_keep_alive_and_stop_with_a_stalled_stream(tls: tuple[ssl.SSLContext, Any]) -> None:
+    """With an ssl_context the server speaks HTTPS, keeps connections alive and stops cleanly."""
+    context, ca = tls
+    server = MockLLMServer(ssl_context=context).start()
+    assert server.base_url.startswith("https://127.0.0.1:")
+    with ca.cert_pem.tempfile() as ca_file:
+        http = urllib3.HTTPSConnectionPool(
+            "127.0.0.1", server.port, maxsize=1, retries=False, ca_certs=ca_file, timeout=5.0
+        )
+        assert chat(http).status == 200
+        assert chat(http).json()["object"] == "chat.completion"
+        assert server.connections_opened == 1
+        server.inject(Fault.stall(after_chunks=1))
+        body = json.dumps({**CHAT, "stream": True})
+        stream = http.request(
+            "POST", "/v1/chat/completions", body=body, preload_content=False, timeout=0.2
+        )
+        assert stream.status == 200
+        server.stop()
+        with pytest.raises(ProtocolError):  # the server went away in the middle of the stream
+            stream.read()
+        stream.release_conn()
+        http.close()
+    assert mock_threads() == []
