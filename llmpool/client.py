@@ -441,8 +441,11 @@ class Client:
             answer = plugins.before_request(ctx, request)
             if isinstance(answer, Request):
                 request = answer
-            elif answer is not None:
+            elif answer is not None:  # answered without the network (a cache hit)
                 self._count("calls")
+                if plugins.has("after_response"):
+                    replaced = plugins.after_response(ctx, request, answer)
+                    answer = answer if replaced is None else replaced
                 return answer
         if self._memory is not None:
             self._memory.admit(operation)
@@ -621,7 +624,7 @@ def _make_plugins(
     if names:
         manager.load_entry_points(names, settings=settings)
     for directory in dirs:
-        manager.load_plugins(directory)
+        manager.load_plugins(directory, settings=settings)
     for plugin in objects:
         manager.register_plugin(plugin, (settings or {}).get(getattr(plugin, "name", ""), None))
     return manager, True

@@ -455,6 +455,8 @@ class RateLimitExceeded(LLMPoolError):
     """
 
     retryable = True
+    model: str
+    waited: float
 
 
 class PluginError(LLMPoolError):
@@ -464,9 +466,16 @@ class PluginError(LLMPoolError):
     Whether a retry helps depends on the plugin.
     """
 
+    plugin: str
+    hook: str
+
 
 class PluginLoadError(LLMPoolError):
     """A plugin could not be loaded (raised only in strict mode; otherwise the
     failure is recorded in ``stats()``). Attributes: ``plugin``, ``source``,
     ``reason``.
     """
+
+    plugin: str
+    source: str
+    reason: str

@@ -451,7 +451,7 @@ class Stream:
             return
         self._ended = True
         self._release()
-        if error is None and self._plugins is not None and self._plugins.has("on_stream_end"):
+        if self._plugins is not None and self._plugins.has("on_stream_end"):
             self._plugins.on_stream_end(self._ctx, self)
         if self._on_done is not None:
             self._on_done(self._ctx, self._request, self._received, error)

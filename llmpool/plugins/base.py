@@ -72,7 +72,7 @@ def level_name(level: object) -> str:
 
 @attrs.frozen(kw_only=True)
 class PluginContext:
-    """What a plugin receives in :meth:`LLMPlugin.setup`. Immutable.
+    """What a plugin receives in :meth:`~llmpool.LLMPlugin.setup`. Immutable.
 
     ``settings`` is the plugin's own mapping from configuration (empty when
     none was given); ``logger`` is ``llmpool.plugins.<name>``; ``client_name``

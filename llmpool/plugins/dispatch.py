@@ -70,7 +70,7 @@ def build_snapshot(records: Iterable[PluginRecord]) -> Snapshot:
 
 
 class HookDispatcher:
-    """The dispatch half of :class:`~llmpool.plugins.PluginManager`: one
+    """The dispatch half of :class:`~llmpool.PluginManager`: one
     method per hook, run over the published snapshot ``_hooks``.
 
     Thread safety: every method may be called from any thread at once.

@@ -4,7 +4,7 @@ Loading never takes the process down: an import error, a syntax error, a
 ``SystemExit`` or any other ``BaseException`` except ``KeyboardInterrupt``
 raised while a plugin's module is imported becomes a
 :class:`PluginLoadFailure` and the other plugins still load. This module
-only finds and imports; :class:`~llmpool.plugins.PluginManager`
+only finds and imports; :class:`~llmpool.PluginManager`
 validates, sets up and registers what it finds.
 """
 

@@ -1,0 +1,131 @@
+"""Per-call cost of Client.chat (JSON and streaming) beside raw urllib3 + json and the openai SDK.
+
+Every contender sends the same chat request to the same MockLLMServer and
+decodes the same answer. Run::
+
+    tox -e bench -- tests/benchmarks/test_client_bench.py
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import urllib3
+
+import llmpool
+from llmpool.testing import MockLLMServer
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+BODY = json.dumps({"model": "m", "messages": MESSAGES}).encode()
+STREAM_BODY = json.dumps({"model": "m", "messages": MESSAGES, "stream": True}).encode()
+HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer k"}
+
+
+@pytest.fixture(scope="module")
+def server(http_server: MockLLMServer) -> MockLLMServer:
+    return http_server
+
+
+@pytest.fixture(scope="module")
+def client(server: MockLLMServer) -> Iterator[llmpool.Client]:
+    with llmpool.Client(server.base_url, api_key="k") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def manager() -> Iterator[urllib3.PoolManager]:
+    pm = urllib3.PoolManager(maxsize=10, block=True)
+    yield pm
+    pm.clear()
+
+
+def _raw_chat(pm: urllib3.PoolManager, url: str) -> Callable[[], str]:
+    def call() -> str:
+        response = pm.request("POST", url, body=BODY, headers=HEADERS)
+        data = json.loads(response.data)
+        return str(data["choices"][0]["message"]["content"])
+
+    return call
+
+
+def _raw_stream(pm: urllib3.PoolManager, url: str) -> Callable[[], str]:
+    def call() -> str:
+        response = pm.request(
+            "POST", url, body=STREAM_BODY, headers=HEADERS, preload_content=False
+        )
+        parts = []
+        buffer = b""
+        for piece in response.read_chunked():
+            buffer += piece
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: ") and line != b"data: [DONE]":
+                    choices = json.loads(line[6:])["choices"]
+                    if choices:
+                        parts.append(choices[0]["delta"].get("content") or "")
+        response.release_conn()
+        return "".join(parts)
+
+    return call
+
+
+def _openai_client(server: MockLLMServer) -> Any:
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+
+
+@pytest.mark.parametrize("name", ["llmpool", "urllib3+json", "openai"])
+def test_chat_json(
+    benchmark: Any,
+    name: str,
+    server: MockLLMServer,
+    client: llmpool.Client,
+    manager: urllib3.PoolManager,
+) -> None:
+    """One non-streamed chat call."""
+    benchmark.group = "client chat (JSON)"
+    if name == "llmpool":
+        call: Callable[[], str] = lambda: client.chat("m", MESSAGES).text  # noqa: E731
+    elif name == "urllib3+json":
+        call = _raw_chat(manager, server.url("/v1/chat/completions"))
+    else:
+        sdk = _openai_client(server)
+        call = lambda: sdk.chat.completions.create(model="m", messages=MESSAGES).choices[  # noqa: E731
+            0
+        ].message.content
+    assert call() == "Hello from the mock server."
+    benchmark.pedantic(call, rounds=300, warmup_rounds=20)
+
+
+@pytest.mark.parametrize("name", ["llmpool", "urllib3+sse", "openai"])
+def test_chat_stream(
+    benchmark: Any,
+    name: str,
+    server: MockLLMServer,
+    client: llmpool.Client,
+    manager: urllib3.PoolManager,
+) -> None:
+    """One streamed chat call, read to the end."""
+    benchmark.group = "client chat (stream)"
+    if name == "llmpool":
+
+        def call() -> str:
+            with client.chat("m", MESSAGES, stream=True) as stream:
+                return "".join(chunk.delta for chunk in stream)
+
+    elif name == "urllib3+sse":
+        call = _raw_stream(manager, server.url("/v1/chat/completions"))
+    else:
+        sdk = _openai_client(server)
+
+        def call() -> str:
+            stream = sdk.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+            return "".join(
+                (c.choices[0].delta.content or "") for c in stream if c.choices
+            )
+
+    assert call() == "Hello from the mock server."
+    benchmark.pedantic(call, rounds=300, warmup_rounds=20)
