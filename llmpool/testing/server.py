@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, Self, cast
 
 import attrs
 
+from llmpool.exceptions import ConfigError
 from llmpool.testing.exchange import Close, Pause, Send, Stall, Step, plan
 from llmpool.testing.faults import Fault, parse_faults
 from llmpool.testing.http11 import BadRequest, HttpRequest, read_body, read_head
@@ -249,6 +250,9 @@ class MockLLMServer:
         ``configure(latency=0.2, fault_rate=0.5, seed=7)``. Setting ``seed``
         restarts the random fault sequence.
         """
+        unknown = set(changes) - {field.name for field in attrs.fields(MockSettings)}
+        if unknown:
+            raise ConfigError(f"unknown mock server setting(s): {', '.join(sorted(unknown))}")
         with self._lock:
             self._settings = attrs.evolve(self._settings, **changes)
             settings = self._settings
