@@ -1,8 +1,9 @@
 """Throughput of MockLLMServer on loopback with raw urllib3 keep-alive clients.
 
 Sequential (one connection) and 8 threads (8 connections), for GET /v1/models,
-a JSON chat completion and a streamed one. Each benchmark stores its
-requests per second in ``extra_info``. Run::
+a JSON chat completion and a streamed one; and the server alone, in its own
+process (``llmpool mock-server``), driven by a minimal raw-socket client. Each
+benchmark stores its requests per second in ``extra_info``. Run::
 
     tox -e bench -- tests/benchmarks/test_mock_server_bench.py
 """
@@ -10,6 +11,9 @@ requests per second in ``extra_info``. Run::
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -85,3 +89,48 @@ def test_eight_threads_keep_alive(
         THREADS * PER_THREAD / benchmark.stats["mean"]
     )
     assert server.connections_opened <= THREADS
+
+
+RAW = {
+    "models": b"GET /v1/models HTTP/1.1\r\nHost: mock\r\n\r\n",
+    "chat": b"POST /v1/chat/completions HTTP/1.1\r\nHost: mock\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(CHAT), CHAT),
+}
+
+
+@pytest.fixture(scope="module")
+def server_process() -> Iterator[int]:
+    """`llmpool mock-server` in its own process; yields its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmpool.cli", "mock-server"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    base_url = process.stdout.readline().strip()
+    yield int(base_url.rsplit(":", 1)[1].split("/")[0])
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _exchange(sock: socket.socket, request: bytes) -> None:
+    """Send *request* and read its Content-Length response."""
+    sock.sendall(request)
+    data = b""
+    while True:
+        data += sock.recv(65536)
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(body) >= length:
+                return
+
+
+@pytest.mark.parametrize("kind", sorted(RAW))
+def test_server_alone_raw_socket(benchmark: Any, server_process: int, kind: str) -> None:
+    """Requests per second of the server in its own process, one keep-alive connection."""
+    with socket.create_connection(("127.0.0.1", server_process)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        benchmark(_exchange, sock, RAW[kind])
+    benchmark.extra_info["requests_per_second"] = round(1 / benchmark.stats["mean"])
