@@ -215,45 +215,55 @@ class Fault:
         return cls(kind=FaultKind.CLOSE_AFTER_RESPONSE, delay_seconds=delay)
 
     @classmethod
-    def stream_disconnect(cls, after_chunks: int = DEFAULT_AFTER_CHUNKS) -> Fault:
+    def stream_disconnect(
+        cls, after_chunks: int = DEFAULT_AFTER_CHUNKS, *, delay: float = 0.0
+    ) -> Fault:
         """Send *after_chunks* content deltas, then close abruptly (no chunked terminator).
 
         A non-streaming answer sends its headers and half its body instead.
         Text: ``disconnect=N``.
         """
-        return cls(kind=FaultKind.DISCONNECT, after_chunks=after_chunks)
+        return cls(kind=FaultKind.DISCONNECT, after_chunks=after_chunks, delay_seconds=delay)
 
     @classmethod
-    def stream_truncate(cls, after_chunks: int = DEFAULT_AFTER_CHUNKS) -> Fault:
+    def stream_truncate(
+        cls, after_chunks: int = DEFAULT_AFTER_CHUNKS, *, delay: float = 0.0
+    ) -> Fault:
         """End the stream cleanly after *after_chunks* deltas, without a finish marker.
 
         No finish reason, no ``[DONE]`` or ``message_stop``, but a proper
         chunked terminator. A non-streaming answer has a null
         ``finish_reason`` / ``stop_reason``. Text: ``truncate=N``.
         """
-        return cls(kind=FaultKind.TRUNCATE, after_chunks=after_chunks)
+        return cls(kind=FaultKind.TRUNCATE, after_chunks=after_chunks, delay_seconds=delay)
 
     @classmethod
-    def malformed_chunk(cls, after_chunks: int = DEFAULT_AFTER_CHUNKS) -> Fault:
+    def malformed_chunk(
+        cls, after_chunks: int = DEFAULT_AFTER_CHUNKS, *, delay: float = 0.0
+    ) -> Fault:
         """Insert a data line of invalid JSON after *after_chunks* deltas; the stream goes on.
 
         A non-streaming answer sends half its JSON body (a complete HTTP
         message that is not JSON). Text: ``malformed=N``.
         """
-        return cls(kind=FaultKind.MALFORMED, after_chunks=after_chunks)
+        return cls(kind=FaultKind.MALFORMED, after_chunks=after_chunks, delay_seconds=delay)
 
     @classmethod
-    def stall(cls, after_chunks: int = DEFAULT_AFTER_CHUNKS) -> Fault:
+    def stall(cls, after_chunks: int = DEFAULT_AFTER_CHUNKS, *, delay: float = 0.0) -> Fault:
         """Send *after_chunks* deltas, then go silent until the client leaves or the server stops.
 
         A non-streaming answer stalls after its headers and half its body.
         Text: ``stall=N``.
         """
-        return cls(kind=FaultKind.STALL, after_chunks=after_chunks)
+        return cls(kind=FaultKind.STALL, after_chunks=after_chunks, delay_seconds=delay)
 
     @classmethod
     def stream_error(
-        cls, after_chunks: int = DEFAULT_AFTER_CHUNKS, *, message: str | None = None
+        cls,
+        after_chunks: int = DEFAULT_AFTER_CHUNKS,
+        *,
+        message: str | None = None,
+        delay: float = 0.0,
     ) -> Fault:
         """Send an error event inside the 200 stream after *after_chunks* deltas, then end it.
 
@@ -261,15 +271,20 @@ class Fault:
         ``data: {"error": {...}}``. A non-streaming answer is a 200 whose body
         is the provider's error object. Text: ``stream_error=N``.
         """
-        return cls(kind=FaultKind.STREAM_ERROR, after_chunks=after_chunks, message=message)
+        return cls(
+            kind=FaultKind.STREAM_ERROR,
+            after_chunks=after_chunks,
+            message=message,
+            delay_seconds=delay,
+        )
 
     @classmethod
-    def oversized(cls, size: int = DEFAULT_OVERSIZE) -> Fault:
+    def oversized(cls, size: int = DEFAULT_OVERSIZE, *, delay: float = 0.0) -> Fault:
         """Add *size* bytes of padding (a valid JSON string field) to the body.
 
         A stream carries the padding in its first event. Text: ``oversized=BYTES``.
         """
-        return cls(kind=FaultKind.OVERSIZED, size=size)
+        return cls(kind=FaultKind.OVERSIZED, size=size, delay_seconds=delay)
 
     # ------------------------------------------------------------------ text form
 

@@ -30,6 +30,8 @@ CANONICAL = [
     (Fault.stream_truncate(after_chunks=0), "truncate=0"),
     (Fault.malformed_chunk(after_chunks=3), "malformed=3"),
     (Fault.stall(after_chunks=1), "stall=1"),
+    (Fault.stream_disconnect(3, delay=0.5), "disconnect=3,delay=0.5"),
+    (Fault.oversized(10, delay=2), "oversized=10,delay=2"),
     (Fault.stream_error(after_chunks=2, message="busy"), "stream_error=2,message=busy"),
     (Fault.oversized(size=1000), "oversized=1000"),
 ]
