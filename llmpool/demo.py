@@ -1,0 +1,307 @@
+"""The ``llmpool demo`` workload: many calls from many threads through one Client.
+
+It runs against the embedded :class:`~llmpool.testing.MockLLMServer` (no API
+key, no network) or a real server, first through a pooled client and then,
+for comparison, with a new connection per call, and reports what pooling
+bought. Used by the command line; importable for notebooks and scripts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from llmpool.client import Client
+from llmpool.config import MemoryConfig, PoolConfig
+from llmpool.exceptions import LLMPoolError
+
+__all__ = ["DemoOptions", "render", "run_demo"]
+
+#: Faults the embedded server sprinkles in (a few percent of calls).
+DEMO_FAULTS = "status=429,retry_after_ms=20;status=503;reset;disconnect=0"
+
+Progress = Callable[[int], None]
+
+
+@attrs.frozen(kw_only=True)
+class DemoOptions:
+    """What the demo runs. Immutable."""
+
+    calls: int = 2000
+    threads: int = 16
+    latency_ms: float = 20.0
+    fault_rate: float = 0.02
+    stream_ratio: float = 0.25
+    tls: bool = False
+    baseline: bool = True
+    seed: int = 1
+    model: str = "mock-model"
+    base_url: str | None = None
+    api_key: str | None = None
+    provider: str = "openai"
+    plugins: tuple[str, ...] = ("usage",)
+
+
+def run_demo(options: DemoOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the workload (and the unpooled baseline) and return the report as plain data."""
+    with _target(options) as (base_url, ca_file, server_info):
+        report: dict[str, Any] = {
+            "options": attrs.asdict(options, filter=lambda a, _: a.name != "api_key"),
+            "server": server_info,
+        }
+        report["pooled"] = _run(options, base_url, ca_file, pooled=True, progress=progress)
+        if options.baseline:
+            report["unpooled"] = _run(options, base_url, ca_file, pooled=False, progress=progress)
+            report["gain"] = _gain(report["pooled"], report["unpooled"])
+    return report
+
+
+@contextlib.contextmanager
+def _target(options: DemoOptions) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
+    """The server to call: the embedded mock server (optionally over TLS), or the given URL."""
+    if options.base_url:
+        yield options.base_url, None, {"kind": "external", "base_url": options.base_url}
+        return
+    from llmpool.testing import MockLLMServer
+
+    with contextlib.ExitStack() as stack:
+        context, ca_file = (None, None)
+        if options.tls:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="llmpool-demo-"))
+            context, ca_file = _throwaway_ca(Path(tmp))
+        server = MockLLMServer(
+            latency=options.latency_ms / 1000.0,
+            fault_rate=options.fault_rate,
+            random_faults=DEMO_FAULTS,
+            seed=options.seed,
+            max_recorded=100,
+            ssl_context=context,
+        )
+        stack.enter_context(server)
+        yield (
+            server.base_url,
+            ca_file,
+            {
+                "kind": "embedded mock server",
+                "base_url": server.base_url,
+                "latency_ms": options.latency_ms,
+                "fault_rate": options.fault_rate,
+                "tls": options.tls,
+            },
+        )
+
+
+def _throwaway_ca(directory: Path) -> tuple[ssl.SSLContext, str]:
+    try:
+        import trustme
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise LLMPoolError(
+            "--tls needs the throwaway CA maker from the 'cli' extra: pip install 'llmpool[cli]'"
+        ) from None
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca_file = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return context, str(ca_file)
+
+
+def _run(
+    options: DemoOptions,
+    base_url: str,
+    ca_file: str | None,
+    *,
+    pooled: bool,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """One pass of the workload; return its figures."""
+    pool = PoolConfig(
+        max_connections=options.threads,
+        max_keepalive=options.threads if pooled else 0,
+        ca_certs=ca_file,
+        pool_timeout=60.0,
+    )
+    client = Client(
+        base_url,
+        api_key=options.api_key or "demo-key",
+        provider=options.provider,
+        pool=pool,
+        plugins=list(options.plugins),
+        memory=MemoryConfig(sample_interval=0.25),
+        deadline=30.0,
+    )
+    with client:
+        latencies, errors, elapsed = _drive(client, options, progress)
+        stats = client.stats()
+        memory = client.memory.report().to_dict() if client.memory is not None else {}
+    pool_stats = stats["pool"]
+    return {
+        "mode": "pooled" if pooled else "new connection per call",
+        "calls": options.calls,
+        "ok": len(latencies),
+        "errors": errors,
+        "retries": stats["client"]["retries"],
+        "reuse_rate": pool_stats["reuse_rate"],
+        "connections_opened": pool_stats["connections_created"],
+        "stale_retries": pool_stats["stale_retries"],
+        "latency_ms": _percentiles(latencies),
+        "elapsed_s": elapsed,
+        "throughput": options.calls / elapsed if elapsed else 0.0,
+        "memory": _memory_summary(memory),
+        "plugins": stats["plugins"].get("plugins", {}),
+    }
+
+
+def _drive(
+    client: Client, options: DemoOptions, progress: Progress | None
+) -> tuple[list[float], dict[str, int], float]:
+    """Run the calls from the threads; return latencies (ms), errors by type, seconds."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()  # guards latencies and errors
+    messages = [{"role": "user", "content": "Say hello."}]
+    every = max(1, round(1 / options.stream_ratio)) if options.stream_ratio > 0 else 0
+
+    def one(index: int) -> None:
+        started = time.perf_counter()
+        error = None
+        try:
+            if every and index % every == 0:
+                with client.chat(options.model, messages, stream=True) as stream:
+                    for _ in stream:
+                        pass
+            else:
+                client.chat(options.model, messages)
+        except LLMPoolError as exc:
+            error = type(exc).__name__
+        took = (time.perf_counter() - started) * 1000.0
+        with lock:
+            if error is None:
+                latencies.append(took)
+            else:
+                errors[error] = errors.get(error, 0) + 1
+        if progress is not None:
+            progress(1)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(options.threads, thread_name_prefix="llmpool-demo") as pool:
+        for future in [pool.submit(one, i) for i in range(options.calls)]:
+            future.result()
+    return latencies, errors, time.perf_counter() - started
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    ordered = sorted(values)
+    q = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered
+    pick = (lambda i: q[i - 1]) if len(ordered) > 1 else (lambda i: ordered[0])
+    return {"p50": pick(50), "p95": pick(95), "p99": pick(99)}
+
+
+def _memory_summary(report: dict[str, Any]) -> dict[str, Any]:
+    mib = 1 << 20
+    gc = report.get("gc", {}) or {}
+    return {
+        "rss_mib": round((report.get("rss") or 0) / mib, 1),
+        "peak_mib": round((report.get("peak_rss") or 0) / mib, 1),
+        "limit_mib": round((report.get("limit") or 0) / mib, 1),
+        "state": report.get("state"),
+        "gc_runs": gc.get("runs", 0),
+    }
+
+
+def _gain(pooled: dict[str, Any], unpooled: dict[str, Any]) -> dict[str, Any]:
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 2) if b else 0.0
+
+    return {
+        "throughput_x": ratio(pooled["throughput"], unpooled["throughput"]),
+        "connections_saved": unpooled["connections_opened"] - pooled["connections_opened"],
+        "p50_latency_change": ratio(pooled["latency_ms"]["p50"], unpooled["latency_ms"]["p50"]),
+    }
+
+
+# --------------------------------------------------------------------------- text
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as text for a terminal."""
+    opts = report["options"]
+    server = report["server"]
+    runs = [report["pooled"]] + ([report["unpooled"]] if "unpooled" in report else [])
+    head = (
+        f"llmpool demo: {opts['calls']} calls from {opts['threads']} threads "
+        f"({round(opts['stream_ratio'] * 100)}% streamed) against the {server['kind']} "
+        f"at {server['base_url']}"
+    )
+    if server["kind"] != "external":
+        head += f", {server['latency_ms']:g} ms latency, {server['fault_rate']:.0%} faults"
+    lines = [head, ""]
+    width = 26
+    lines.append("".ljust(width) + "".join(r["mode"].ljust(28) for r in runs))
+    for label, cell in _ROWS:
+        lines.append(label.ljust(width) + "".join(cell(r).ljust(28) for r in runs))
+    plugins = report["pooled"]["plugins"]
+    if plugins:
+        lines.append("")
+        lines.append("plugins: " + "; ".join(_plugin_line(n, p) for n, p in plugins.items()))
+    if "gain" in report:
+        gain = report["gain"]
+        lines += [
+            "",
+            f"What pooling bought: {gain['throughput_x']:.2f}x the throughput, "
+            f"{gain['connections_saved']} fewer connections opened, "
+            f"p50 latency x{gain['p50_latency_change']:.2f}.",
+        ]
+        if server["kind"] != "external" and not server["tls"]:
+            lines.append(
+                "(On loopback a new TCP connection is cheap; add --tls to see the cost of "
+                "a TLS handshake per call, as against a real API.)"
+            )
+    return "\n".join(lines)
+
+
+def _errors(run: dict[str, Any]) -> str:
+    if not run["errors"]:
+        return "none"
+    return ", ".join(f"{name} {count}" for name, count in sorted(run["errors"].items()))
+
+
+def _latency(run: dict[str, Any]) -> str:
+    lat = run["latency_ms"]
+    return f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms"
+
+
+def _memory(run: dict[str, Any]) -> str:
+    mem = run["memory"]
+    return f"{mem['rss_mib']} / {mem['peak_mib']} MiB, gc {mem['gc_runs']}"
+
+
+_ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("calls ok", lambda r: f"{r['ok']} of {r['calls']}"),
+    ("errors", _errors),
+    ("retries", lambda r: str(r["retries"])),
+    ("connection reuse rate", lambda r: f"{r['reuse_rate']:.1%}"),
+    ("connections opened", lambda r: str(r["connections_opened"])),
+    ("latency p50 / p95 / p99", _latency),
+    ("throughput", lambda r: f"{r['throughput']:.0f} calls/s"),
+    ("memory rss / peak", _memory),
+]
+
+
+def _plugin_line(name: str, stats: dict[str, Any]) -> str:
+    own = stats.get("own") or {}
+    if name == "usage" and own:
+        return f"usage {own.get('calls', 0)} calls, {own.get('total_tokens', 0)} tokens"
+    return f"{name} {stats.get('calls', 0)} hook calls, {stats.get('failures', 0)} failures"
