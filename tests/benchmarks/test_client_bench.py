@@ -53,9 +53,7 @@ def _raw_chat(pm: urllib3.PoolManager, url: str) -> Callable[[], str]:
 
 def _raw_stream(pm: urllib3.PoolManager, url: str) -> Callable[[], str]:
     def call() -> str:
-        response = pm.request(
-            "POST", url, body=STREAM_BODY, headers=HEADERS, preload_content=False
-        )
+        response = pm.request("POST", url, body=STREAM_BODY, headers=HEADERS, preload_content=False)
         parts = []
         buffer = b""
         for piece in response.read_chunked():
@@ -93,9 +91,13 @@ def test_chat_json(
         call = _raw_chat(manager, server.url("/v1/chat/completions"))
     else:
         sdk = _openai_client(server)
-        call = lambda: sdk.chat.completions.create(model="m", messages=MESSAGES).choices[  # noqa: E731
-            0
-        ].message.content
+        call = lambda: (
+            sdk.chat.completions.create(model="m", messages=MESSAGES)
+            .choices[  # noqa: E731
+                0
+            ]
+            .message.content
+        )
     assert call() == "Hello from the mock server."
     benchmark.pedantic(call, rounds=300, warmup_rounds=20)
 
@@ -123,9 +125,7 @@ def test_chat_stream(
 
         def call() -> str:
             stream = sdk.chat.completions.create(model="m", messages=MESSAGES, stream=True)
-            return "".join(
-                (c.choices[0].delta.content or "") for c in stream if c.choices
-            )
+            return "".join((c.choices[0].delta.content or "") for c in stream if c.choices)
 
     assert call() == "Hello from the mock server."
     benchmark.pedantic(call, rounds=300, warmup_rounds=20)

@@ -82,9 +82,7 @@ def tls(https_server: MockLLMServer, tls_files: tuple[ssl.SSLContext, str]) -> I
     fixture.close()
 
 
-def _measure(
-    benchmark: Any, fixture: Fixture, name: str, threads: int, per_thread: int
-) -> None:
+def _measure(benchmark: Any, fixture: Fixture, name: str, threads: int, per_thread: int) -> None:
     call = fixture.call(name)
     call()  # warm-up: the first connection
     requests_per_round = max(1, threads) * per_thread
