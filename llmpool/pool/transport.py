@@ -457,6 +457,9 @@ class Response:
         if self._content is not None:
             return self._content
         raw = self._raw
+        length = raw.length_remaining
+        if length is not None and (max_bytes is None or length <= max_bytes):
+            return self._read_known()
         parts: list[bytes] = []
         size = 0
         try:
@@ -483,6 +486,17 @@ class Response:
         self._finish()
         self._content = b"".join(parts)
         return self._content
+
+    def _read_known(self) -> bytes:
+        """Read a body whose Content-Length fits the limit, in one call."""
+        try:
+            data: bytes = self._raw.read()
+        except Exception as exc:
+            self.close()
+            raise map_error(exc, self.url) from exc
+        self._finish()
+        self._content = data
+        return data
 
     @property
     def content(self) -> bytes:

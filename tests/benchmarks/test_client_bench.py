@@ -21,7 +21,14 @@ from llmpool.testing import MockLLMServer
 MESSAGES = [{"role": "user", "content": "hi"}]
 BODY = json.dumps({"model": "m", "messages": MESSAGES}).encode()
 STREAM_BODY = json.dumps({"model": "m", "messages": MESSAGES, "stream": True}).encode()
-HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer k"}
+# The same headers llmpool sends (an Idempotency-Key included), so only client work differs.
+HEADERS = {
+    "User-Agent": "raw/0.1.0",
+    "Accept": "application/json",
+    "Content-Type": "application/json",
+    "Authorization": "Bearer k",
+    "Idempotency-Key": "raw-9a61f8828ca048ccbb879e83d1f92c2e",
+}
 
 
 @pytest.fixture(scope="module")

@@ -54,11 +54,11 @@ class Fixture:
         if name == "urllib3":
             get = self.manager.request
             return lambda: get("GET", url).data
+        verify = self.verify  # explicit: REQUESTS_CA_BUNDLE would override session.verify
         if name == "requests.Session":
-            return lambda: self.session.get(url).content
+            return lambda: self.session.get(url, verify=verify).content
         if name == "llmpool+requests":
             return lambda: self.pooled_session.get(url).content
-        verify = self.verify
         return lambda: requests.get(url, verify=verify).content
 
     def close(self) -> None:
