@@ -3,8 +3,9 @@
 Each workload runs in a fresh interpreter started by a benchmark and prints one
 JSON object (bytes, seconds, counts) on its last line::
 
-    python memory_workloads.py serve [--reply-bytes N]      # a MockLLMServer; prints its URL
+    python memory_workloads.py serve [--reply-bytes N] [--fault-rate R --faults SPECS]
     python memory_workloads.py leak URL [--calls N] [--warmup N] [--threads N] [--no-trace]
+                                        [--tolerate-errors]
     python memory_workloads.py compare CLIENT URL [--calls N] [--threads N]
     python memory_workloads.py large CLIENT URL [--threads N] [--rounds N]
     python memory_workloads.py stream CLIENT URL
@@ -12,7 +13,7 @@ JSON object (bytes, seconds, counts) on its last line::
 CLIENT is ``llmpool``, ``requests`` (one shared ``requests.Session`` + json) or
 ``openai`` (the official SDK, sync). The client library is imported only by
 the workload that uses it. RSS is read from ``/proc/self/statm``; a peak is the
-kernel's high-water mark (``ru_maxrss``), reset through ``/proc/self/clear_refs``
+kernel's high-water mark (``VmHWM``), reset through ``/proc/self/clear_refs``
 just before the measured phase, so it is the peak of that phase alone. Linux
 only.
 
@@ -27,7 +28,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import sys
 import threading
 import time
@@ -83,8 +83,17 @@ def reset_peak() -> bool:
 
 
 def peak_rss() -> int:
-    """The RSS high-water mark since the last reset, in bytes."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The RSS high-water mark since the last reset, in bytes.
+
+    ``VmHWM`` of ``/proc/self/status``, not ``ru_maxrss``: Linux keeps the
+    largest RSS of the process before ``execve`` in ``ru_maxrss`` (here the
+    parent's at ``fork``), and ``clear_refs`` does not reset that part.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
 
 
 def settle() -> int:
@@ -217,8 +226,13 @@ def in_threads(threads: int, calls: int, call: Callable[[int], Any]) -> None:
 def run_leak(args: argparse.Namespace) -> dict[str, Any]:
     """llmpool's Client (memory manager and the usage plugin on), JSON and streamed
     calls alternating: RSS growth over ``calls`` calls after a warm-up, then the
-    tracemalloc growth attributable to llmpool over as many calls again."""
+    tracemalloc growth attributable to llmpool over as many calls again.
+
+    With ``--tolerate-errors`` (a server injecting faults) a call that fails
+    after one quick retry is counted, not raised.
+    """
     import llmpool
+    from llmpool.exceptions import LLMPoolError
 
     client = llmpool.Client(
         args.url,
@@ -226,19 +240,25 @@ def run_leak(args: argparse.Namespace) -> dict[str, Any]:
         pool=llmpool.PoolConfig(max_connections=args.threads, max_keepalive=args.threads),
         memory=llmpool.MemoryConfig(sample_interval=0.1, history=50, max_memory_mb=8192),
         plugins=["usage"],
+        timeout=10.0,
+        retry=llmpool.RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.002),
     )
+    tolerated = LLMPoolError if args.tolerate_errors else ()
 
     def call(index: int) -> None:
-        if index % 2:
-            with client.chat(MODEL, HI, stream=True) as stream:
-                for _chunk in stream:
-                    pass
-        else:
-            client.chat(MODEL, HI)
+        try:
+            if index % 2:
+                with client.chat(MODEL, HI, stream=True) as stream:
+                    for _chunk in stream:
+                        pass
+            else:
+                client.chat(MODEL, HI)
+        except tolerated:
+            pass
 
     in_threads(args.threads, args.warmup, call)
     before = settle()
-    reset_peak()
+    reset = reset_peak()
     started = time.perf_counter()
     in_threads(args.threads, args.calls, call)
     out: dict[str, Any] = {
@@ -247,19 +267,26 @@ def run_leak(args: argparse.Namespace) -> dict[str, Any]:
         "rss_after": settle(),
         "peak_rss": peak_rss(),
         "seconds": time.perf_counter() - started,
+        "peak_reset": reset,
     }
     out["rss_growth"] = out["rss_after"] - before
     if args.trace:
-        out.update(traced_growth(lambda: in_threads(args.threads, args.calls, call)))
+        out.update(traced_growth(lambda: in_threads(args.threads, args.calls, call), client.memory))
     stats = client.stats()
     out["client_calls"] = stats["client"]["calls"]
     out["client_errors"] = stats["client"]["errors"]
+    out["errors_by_type"] = stats["client"]["errors_by_type"]
+    out["pool_in_use"] = stats["pool"]["in_use"]
     client.close()
     return out
 
 
-def traced_growth(work: Callable[[], None]) -> dict[str, Any]:
-    """Bytes that llmpool's code allocated during *work* and still holds after gc."""
+def traced_growth(work: Callable[[], None], memory: Any) -> dict[str, Any]:
+    """Bytes that llmpool's code allocated during *work* and still holds after gc.
+
+    The memory manager's sampler thread is stopped while each snapshot is taken,
+    so a sample half-way through (a 16 KiB read buffer) is not counted.
+    """
     import tracemalloc
 
     import llmpool
@@ -271,11 +298,14 @@ def traced_growth(work: Callable[[], None]) -> dict[str, Any]:
         tracemalloc.Filter(False, os.path.join(package, "testing", "*")),
     )
     tracemalloc.start(1)
+    memory.stop()
     gc.collect()
     first = tracemalloc.take_snapshot()
+    memory.start()
     started = time.perf_counter()
     work()
     seconds = time.perf_counter() - started
+    memory.stop()
     gc.collect()
     last = tracemalloc.take_snapshot()
     tracemalloc.stop()
@@ -294,7 +324,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     start = rss()
     caller = Caller(args.client, args.url, args.threads)
     ready = settle()
-    reset_peak()
+    reset = reset_peak()
     started = time.perf_counter()
     in_threads(args.threads, args.calls, lambda _: caller.chat())
     seconds = time.perf_counter() - started
@@ -310,6 +340,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         "rss_steady": steady,
         "rss_peak": peak,
         "seconds": seconds,
+        "peak_reset": reset,
     }
 
 
@@ -328,7 +359,7 @@ def run_large(args: argparse.Namespace) -> dict[str, Any]:
         assert len(caller.text(answer)) == size
 
     before = settle()
-    reset_peak()
+    reset = reset_peak()
     in_threads(args.threads, args.threads * args.rounds, call)
     peak = peak_rss()
     caller.close()
@@ -340,6 +371,7 @@ def run_large(args: argparse.Namespace) -> dict[str, Any]:
         "rss_peak": peak,
         "peak_growth": peak - before,
         "per_call": (peak - before) / args.threads,
+        "peak_reset": reset,
     }
 
 
@@ -347,7 +379,7 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
     """Consume one very long streamed answer chunk by chunk; the peak RSS growth."""
     caller = Caller(args.client, args.url, 1)
     before = settle()
-    reset_peak()
+    reset = reset_peak()
     started = time.perf_counter()
     chars = caller.stream()
     seconds = time.perf_counter() - started
@@ -359,15 +391,19 @@ def run_stream(args: argparse.Namespace) -> dict[str, Any]:
         "rss_before": before,
         "peak_growth": peak - before,
         "seconds": seconds,
+        "peak_reset": reset,
     }
 
 
 def run_serve(args: argparse.Namespace) -> dict[str, Any]:
     """Run a MockLLMServer until standard input closes; prints the base URL first."""
-    from llmpool.testing import MockLLMServer
+    from llmpool.testing import DEFAULT_REPLY, MockLLMServer
 
-    reply = "x" * args.reply_bytes if args.reply_bytes else "Hello from the mock server."
-    with MockLLMServer(reply=reply, max_recorded=1) as server:
+    reply = "x" * args.reply_bytes if args.reply_bytes else DEFAULT_REPLY
+    faults: dict[str, Any] = {"fault_rate": args.fault_rate, "seed": 1}
+    if args.faults:
+        faults["random_faults"] = args.faults
+    with MockLLMServer(reply=reply, max_recorded=1, **faults) as server:
         print(server.base_url, flush=True)
         sys.stdin.read()
     return {"served": True}
@@ -381,6 +417,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="workload", required=True)
     serve = sub.add_parser("serve")
     serve.add_argument("--reply-bytes", type=int, default=0)
+    serve.add_argument("--fault-rate", type=float, default=0.0)
+    serve.add_argument("--faults", default="", help="fault specs, ';' between them")
     serve.set_defaults(run=run_serve)
     leak = sub.add_parser("leak")
     leak.add_argument("url")
@@ -388,6 +426,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     leak.add_argument("--warmup", type=int, default=2_000)
     leak.add_argument("--threads", type=int, default=8)
     leak.add_argument("--no-trace", dest="trace", action="store_false")
+    leak.add_argument("--tolerate-errors", action="store_true")
     leak.set_defaults(run=run_leak)
     for name, run in (("compare", run_compare), ("large", run_large), ("stream", run_stream)):
         p = sub.add_parser(name)

@@ -91,8 +91,8 @@ def large_url() -> Iterator[str]:
 def measure(benchmark: Any, run: Any, *args: Any) -> Any:
     """Run *run* once under the benchmark fixture; its result goes to extra_info."""
     result = benchmark.pedantic(run, args=args, rounds=1, iterations=1)
-    if isinstance(result, dict):
-        benchmark.extra_info.update(result)
+    benchmark.extra_info.update(result)
+    assert result.get("peak_reset", True), "cannot reset the RSS high-water mark"
     return result
 
 
@@ -105,6 +105,42 @@ def test_no_leak_over_20000_calls(benchmark: Any, mock_url: str) -> None:
     result = measure(benchmark, workload, "leak", mock_url, "--calls", "20000")
     assert result["client_errors"] == 0
     assert result["client_calls"] == 2_000 + 2 * 20_000
+    assert result["rss_growth"] < 2 * MIB
+    assert result["tracemalloc_llmpool_growth"] < 64 * KIB, result["tracemalloc_top"]
+
+
+#: Every fault that ends an exchange quickly (no stall, no delay), for the error paths.
+FAULTS = (
+    "status=500;status=429,retry_after_ms=1;status=400;reset;drop;close_after_headers;"
+    "close_after_response;disconnect=1;truncate=1;malformed=1;stream_error=1"
+)
+
+
+@pytest.fixture(scope="module")
+def faulty_url() -> Iterator[str]:
+    """A MockLLMServer that answers 30% of requests with a random fault, in its own process."""
+    with server(WORKLOADS, "serve", "--fault-rate", "0.3", "--faults", FAULTS) as url:
+        yield url
+
+
+def test_no_leak_on_error_paths_over_5000_calls(benchmark: Any, faulty_url: str) -> None:
+    """With 30% of exchanges failing (statuses, resets, drops, cut and corrupt streams),
+    5,000 calls grow RSS < 2 MiB, 5,000 more grow llmpool's traced memory < 64 KiB, and no
+    connection stays checked out."""
+    result = measure(
+        benchmark,
+        workload,
+        "leak",
+        faulty_url,
+        "--calls",
+        "5000",
+        "--warmup",
+        "1000",
+        "--tolerate-errors",
+    )
+    assert result["client_calls"] == 1_000 + 2 * 5_000
+    assert result["client_errors"] > 500, result["errors_by_type"]
+    assert result["pool_in_use"] == 0
     assert result["rss_growth"] < 2 * MIB
     assert result["tracemalloc_llmpool_growth"] < 64 * KIB, result["tracemalloc_top"]
 
@@ -223,6 +259,7 @@ def compare_clients(url: str) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for client in ("llmpool", "requests", "openai"):
         figures[client] = workload("compare", client, url)
+        assert figures[client]["peak_reset"], "cannot reset the RSS high-water mark"
     for other in ("requests", "openai"):
         for key in ("rss_steady", "rss_peak"):
             figures[f"{key}_vs_{other}"] = figures["llmpool"][key] / figures[other][key]
