@@ -93,18 +93,19 @@ def test_chat_json(
     """One non-streamed chat call."""
     benchmark.group = "client chat (JSON)"
     if name == "llmpool":
-        call: Callable[[], str] = lambda: client.chat("m", MESSAGES).text  # noqa: E731
+
+        def call() -> str:
+            return client.chat("m", MESSAGES).text
+
     elif name == "urllib3+json":
         call = _raw_chat(manager, server.url("/v1/chat/completions"))
     else:
         sdk = _openai_client(server)
-        call = lambda: (
-            sdk.chat.completions.create(model="m", messages=MESSAGES)
-            .choices[  # noqa: E731
-                0
-            ]
-            .message.content
-        )
+
+        def call() -> str:
+            reply = sdk.chat.completions.create(model="m", messages=MESSAGES)
+            return str(reply.choices[0].message.content)
+
     assert call() == "Hello from the mock server."
     benchmark.pedantic(call, rounds=300, warmup_rounds=20)
 

@@ -331,6 +331,7 @@ def test_requests_adapter_shares_the_pool(ok_server: RawServer) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_child_after_fork_has_working_pool_and_no_inherited_sockets(ok_server: RawServer) -> None:
     """After fork the child opens its own connection and its statistics work."""
     with ConnectionPool() as pool:
