@@ -102,34 +102,47 @@ def settle() -> int:
     return rss()
 
 
-def import_costs(importtime_stderr: str, package: str, top: int = 12) -> list[dict[str, Any]]:
-    """What *package* pulls in, from ``python -X importtime -c "import PACKAGE"``.
+def import_costs(importtime_stderr: str, package: str, top: int = 10) -> dict[str, Any]:
+    """Where ``import PACKAGE`` spends its time, from ``python -X importtime``'s stderr.
 
-    Returns the modules imported directly by the package's own modules (not by
-    other libraries), with their cumulative microseconds, largest first: the
-    imports that a lazier package would avoid.
+    ``imported``: the modules that the package's own modules import directly
+    (not those other libraries import), by cumulative microseconds, largest
+    first: what a lazier package would avoid. ``own``: the package's modules
+    by their own (self) microseconds: the cost of executing its code, class
+    creation included.
     """
-    pending: dict[int, list[tuple[str, int, list[Any]]]] = {}
+    Node = tuple[str, int, int, list[Any]]
+    pending: dict[int, list[Node]] = {}
     for line in importtime_stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line or "cumulative" in line:
+        if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = line.split("|", 2)
+        head, cumulative, name = line.split("|", 2)
         depth = (len(name) - len(name.lstrip())) // 2
-        node = (name.strip(), int(cumulative), pending.pop(depth + 1, []))
+        node = (name.strip(), int(head.split()[-1]), int(cumulative), pending.pop(depth + 1, []))
         pending.setdefault(depth, []).append(node)
-    found: dict[str, int] = {}
+    imported: dict[str, int] = {}
+    own: dict[str, int] = {}
 
-    def walk(nodes: list[tuple[str, int, list[Any]]], inside: bool) -> None:
-        for name, cumulative, children in nodes:
-            own = name == package or name.startswith(package + ".")
-            if inside and not own:
-                found[name] = max(found.get(name, 0), cumulative)
-            walk(children, own)
+    def walk(nodes: list[Node], inside: bool) -> None:
+        for name, self_us, cumulative, children in nodes:
+            mine = name == package or name.startswith(package + ".")
+            if mine:
+                own[name] = self_us
+            elif inside:
+                imported[name] = max(imported.get(name, 0), cumulative)
+            walk(children, mine)
 
     for roots in pending.values():
         walk(roots, False)
-    ranked = sorted(found.items(), key=lambda item: -item[1])[:top]
-    return [{"module": name, "cumulative_us": us} for name, us in ranked]
+
+    def ranked(table: dict[str, int]) -> list[list[Any]]:
+        return [[name, us] for name, us in sorted(table.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {
+        "imported": ranked(imported),
+        "own": ranked(own),
+        "own_total_us": sum(own.values()),
+    }
 
 
 # --------------------------------------------------------------------------- clients
