@@ -100,8 +100,7 @@ def measure(benchmark: Any, run: Any, *args: Any) -> Any:
 
 
 def test_no_leak_over_20000_calls(benchmark: Any, mock_url: str) -> None:
-    """After a warm-up, 20,000 calls (JSON and streamed, 8 threads, memory manager and
-    the usage plugin on) grow RSS < 2 MiB; 20,000 more grow llmpool's traced memory < 64 KiB."""
+    """20,000 mixed calls grow RSS < 2 MiB; 20,000 more grow llmpool's traced memory < 64 KiB."""
     result = measure(benchmark, workload, "leak", mock_url, "--calls", "20000")
     assert result["client_errors"] == 0
     assert result["client_calls"] == 2_000 + 2 * 20_000
@@ -124,9 +123,7 @@ def faulty_url() -> Iterator[str]:
 
 
 def test_no_leak_on_error_paths_over_5000_calls(benchmark: Any, faulty_url: str) -> None:
-    """With 30% of exchanges failing (statuses, resets, drops, cut and corrupt streams),
-    5,000 calls grow RSS < 2 MiB, 5,000 more grow llmpool's traced memory < 64 KiB, and no
-    connection stays checked out."""
+    """With 30% of exchanges failing, 5,000 + 5,000 calls stay under both budgets, none in use."""
     result = measure(
         benchmark,
         workload,
@@ -152,8 +149,7 @@ def test_no_leak_on_error_paths_over_5000_calls(benchmark: Any, faulty_url: str)
 def test_memory_per_call_of_32_threads_holding_1_mib_answers(
     benchmark: Any, large_url: str, client: str
 ) -> None:
-    """32 threads each receive a 1 MiB answer and hold it until all have theirs (twice):
-    llmpool's peak RSS growth per call stays under four times the answer."""
+    """32 threads holding 1 MiB answers: llmpool's peak RSS growth per call is < 4 MiB."""
     if client == "openai":
         pytest.importorskip("openai")
     result = measure(benchmark, workload, "large", client, large_url)
@@ -267,8 +263,7 @@ def compare_clients(url: str) -> dict[str, Any]:
 
 
 def test_rss_beside_requests_and_the_openai_sdk(benchmark: Any, mock_url: str) -> None:
-    """Steady and peak RSS of 2,000 calls from 8 threads: llmpool uses >= 15% less than the
-    openai SDK (the ratios to requests.Session are recorded)."""
+    """2,000 calls from 8 threads: llmpool's steady and peak RSS are >= 15% below openai's."""
     pytest.importorskip("openai")
     figures = measure(benchmark, compare_clients, mock_url)
     assert figures["rss_steady_vs_openai"] <= 0.85
