@@ -28,7 +28,7 @@ from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.transport import Response
 from llmpool.providers import Provider, load_provider
 from llmpool.retry import Deadline, RetryPolicy, next_delay, should_retry
-from llmpool.streaming import Stream
+from llmpool.streaming import DEFAULT_MAX_TEXT, Stream
 
 if TYPE_CHECKING:
     from llmpool.config import ClientConfig
@@ -147,6 +147,7 @@ class Client:
         memory: MemoryManager | MemoryConfig | None = None,
         transport: str = "urllib3",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_stream_text: int | None = DEFAULT_MAX_TEXT,
         follow_redirects: bool = False,
         plugin_settings: Mapping[str, Mapping[str, Any]] | None = None,
         plugin_dirs: Sequence[str] = (),
@@ -174,6 +175,7 @@ class Client:
         self._timeout = timeout
         self._deadline = _check_seconds("deadline", deadline)
         self._max_response_bytes = max_response_bytes
+        self._max_stream_text = max_stream_text
         self._follow_redirects = follow_redirects
         self._sleep = sleep
         # Guards _counters only (microseconds; no I/O under it).
@@ -209,9 +211,16 @@ class Client:
         pool, plugins and memory manager (closing it closes none of them).
 
         Accepts ``timeout``, ``retry``, ``deadline``, ``max_response_bytes``,
-        ``follow_redirects`` and ``default_headers``.
+        ``max_stream_text``, ``follow_redirects`` and ``default_headers``.
         """
-        allowed = {"timeout", "retry", "deadline", "max_response_bytes", "follow_redirects"}
+        allowed = {
+            "timeout",
+            "retry",
+            "deadline",
+            "max_response_bytes",
+            "max_stream_text",
+            "follow_redirects",
+        }
         unknown = set(overrides) - allowed - {"default_headers"}
         if unknown:
             raise ConfigError(
@@ -561,6 +570,7 @@ class Client:
             retry=attempts.wait_or_raise,
             plugins=self._plugins,
             on_done=self._stream_done,
+            max_text=self._max_stream_text,
         )
 
     def _stream_done(

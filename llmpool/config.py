@@ -263,6 +263,8 @@ class ClientSettings:
     timeout: float | None = attrs.field(default=None, validator=optional(positive_number))
     deadline: float | None = attrs.field(default=None, validator=optional(positive_number))
     max_response_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=positive_int)
+    #: Characters of a streamed answer kept for ``Stream.text`` (then a tail).
+    max_stream_text: int | None = attrs.field(default=1 << 20, validator=optional(positive_int))
     transport: str = attrs.field(default="urllib3", validator=_known_transport)
     follow_redirects: bool = attrs.field(default=False, validator=boolean)
     retry: Any = attrs.field(factory=lambda: _retry_policy({}))
@@ -315,6 +317,7 @@ class ClientConfig:
             "memory": self.memory,
             "transport": c.transport,
             "max_response_bytes": c.max_response_bytes,
+            "max_stream_text": c.max_stream_text,
             "follow_redirects": c.follow_redirects,
         }
 

@@ -264,6 +264,11 @@ def _carries_something(chunk: ChatChunk) -> bool:
     return bool(chunk.delta or chunk.finish_reason or chunk.usage or chunk.tool_calls)
 
 
+#: Characters of a streamed answer kept for ``Stream.text`` (the client's
+#: ``max_stream_text``); beyond it only the last ``_TAIL_CHARS`` are kept.
+DEFAULT_MAX_TEXT = 1 << 20
+_TAIL_CHARS = 64 * 1024
+
 #: How much of a body left after the final marker a stream reads to keep the connection.
 _DRAIN_LIMIT = 64 * 1024
 
@@ -284,6 +289,11 @@ class Stream:
     :class:`~llmpool.exceptions.StreamInterrupted` (a stall past the read
     timeout raises :class:`~llmpool.exceptions.ReadTimeout`); each carries
     ``text``, what arrived before it.
+
+    Memory stays bounded however long the answer: ``text`` keeps the whole
+    answer up to the client's ``max_stream_text`` characters (1 Mi by
+    default), then only its last 64 Ki characters (at most half the limit;
+    ``text_truncated`` says so). Every chunk still reaches the caller whole.
     """
 
     def __init__(
@@ -296,6 +306,7 @@ class Stream:
         retry: Callable[[LLMPoolError], None],
         plugins: Any = None,
         on_done: Callable[[CallContext, Any, int, LLMPoolError | None], None] | None = None,
+        max_text: int | None = DEFAULT_MAX_TEXT,
     ) -> None:
         self._ctx = ctx
         self._request = request
@@ -305,6 +316,10 @@ class Stream:
         self._plugins = plugins
         self._on_done = on_done
         self._parts: list[str] = []
+        self._kept = 0  # characters in _parts
+        self._max_text = max_text
+        #: Whether ``text`` lost its beginning (the answer outgrew ``max_text``).
+        self.text_truncated = False
         self._delivered = False
         self._received = 0
         self._ended = False
@@ -317,8 +332,24 @@ class Stream:
 
     @property
     def text(self) -> str:
-        """The text received so far."""
+        """The text received so far; only its last characters when it outgrew
+        the client's ``max_stream_text`` (then ``text_truncated`` is True)."""
         return "".join(self._parts)
+
+    def _keep(self, delta: str) -> None:
+        """Keep *delta* for ``text``, bounded: past the limit only a tail stays,
+        so a huge answer read chunk by chunk is never held whole."""
+        self._parts.append(delta)
+        self._kept += len(delta)
+        limit = self._max_text
+        if limit is None:
+            return
+        keep = min(_TAIL_CHARS, max(1, limit // 2))
+        if self._kept > (keep * 2 if self.text_truncated else limit):
+            tail = "".join(self._parts)[-keep:]
+            self._parts = [tail]
+            self._kept = len(tail)
+            self.text_truncated = True
 
     @property
     def finish_reason(self) -> str | None:
@@ -395,7 +426,7 @@ class Stream:
                 chunk = parser.feed(event)
                 if chunk is not None and _carries_something(chunk):
                     if chunk.delta:
-                        self._parts.append(chunk.delta)
+                        self._keep(chunk.delta)
                     if on_chunk is not None:
                         on_chunk(self._ctx, chunk)
                     self._delivered = True
@@ -458,4 +489,4 @@ class Stream:
 
     def __repr__(self) -> str:
         state = "closed" if self._ended else "open"
-        return f"<Stream {state} request_id={self.request_id!r} chars={sum(map(len, self._parts))}>"
+        return f"<Stream {state} request_id={self.request_id!r} kept_chars={self._kept}>"

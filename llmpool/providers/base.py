@@ -329,7 +329,6 @@ class StreamParser(abc.ABC):
         self._done = False
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
-        self._parts: list[str] = []
 
     @abc.abstractmethod
     def feed(self, event: SSEEvent) -> ChatChunk | None:
@@ -352,13 +351,6 @@ class StreamParser(abc.ABC):
         """The token usage, once the stream reported it."""
         return self._usage
 
-    @property
-    def text(self) -> str:
-        """The text of the first choice received so far."""
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
-
     def load(self, data: str) -> dict[str, Any]:
         """The JSON object of an event's data; InvalidResponse otherwise."""
         try:
@@ -380,11 +372,9 @@ class StreamParser(abc.ABC):
         return invalid_response(data, self.request_id, "stream event", exc)
 
     def chunk(self, delta: str = "", **fields: Any) -> ChatChunk:
-        """A chunk, recording its text, finish reason and usage on the parser
-        (text and finish reason of the first choice only)."""
+        """A chunk, recording its finish reason (first choice) and usage on the
+        parser. The text is the Stream's to keep (bounded), never the parser's."""
         first = fields.get("index", 0) == 0
-        if delta and first:
-            self._parts.append(delta)
         if first and fields.get("finish_reason"):
             self._finish_reason = fields["finish_reason"]
         if fields.get("usage") is not None:
@@ -399,7 +389,7 @@ class StreamParser(abc.ABC):
             request_id=self.request_id,
             body=excerpt(data),
             error_type=error_type,
-            text=self.text,
+            text="",  # the Stream fills in what it delivered
             delivered=False,
             retryable=error_type in self.transient_errors,
         )

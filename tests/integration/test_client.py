@@ -462,3 +462,20 @@ def test_shared_pool_is_not_closed_by_the_client(mock_server: MockLLMServer) -> 
         with llmpool.Client(mock_server.base_url, pool=pool) as c:
             c.chat("m", HI)
         assert not pool.closed
+
+
+def test_stream_text_is_bounded_but_every_chunk_arrives(mock_server: MockLLMServer) -> None:
+    """Past max_stream_text a stream keeps only a tail for .text; the caller gets every chunk."""
+    reply = " ".join(f"w{i}" for i in range(3000))
+    mock_server.configure(reply=reply, stream_chunks=300)
+    with llmpool.Client(mock_server.base_url, max_stream_text=1000) as c:
+        with c.chat("m", HI, stream=True) as stream:
+            received = "".join(chunk.delta for chunk in stream)
+    assert received == reply
+    assert stream.text_truncated
+    assert len(stream.text) <= 1000
+    assert reply.endswith(stream.text)
+    with llmpool.Client(mock_server.base_url) as c:
+        with c.chat("m", HI, stream=True) as stream:
+            assert "".join(chunk.delta for chunk in stream) == stream.text == reply
+    assert not stream.text_truncated

@@ -180,13 +180,11 @@ def test_minimal_provider_gets_defaults() -> None:
     assert (err.message, err.request_id, err.retry_after) == ("busy", "r1", 1.0)
 
 
-def test_stream_parser_base_tracks_text_and_done() -> None:
-    """The StreamParser base keeps the text so far and the done flag."""
+def test_stream_parser_base_yields_chunks_and_done() -> None:
+    """The StreamParser base turns events into chunks and tracks the done flag."""
     parser = EchoProvider().stream_parser()
-    for data in ("a", "b", "c"):
-        parser.feed(SSEEvent(data=data))
-    assert parser.text == "abc"
-    assert parser.text == "abc"
+    chunks = [parser.feed(SSEEvent(data=data)) for data in ("a", "b", "c")]
+    assert "".join(c.delta for c in chunks if c is not None) == "abc"
     assert not parser.done
     parser.feed(SSEEvent(data="end"))
     assert parser.done
