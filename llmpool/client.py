@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -491,7 +491,7 @@ class Client:
         if extra:
             headers.update(extra)
         if request.method == "POST":
-            headers["Idempotency-Key"] = idempotency_key or f"llmpool-{uuid.uuid4().hex}"
+            headers["Idempotency-Key"] = idempotency_key or f"llmpool-{os.urandom(16).hex()}"
         return request.replace(headers=headers)
 
     def _send_once(

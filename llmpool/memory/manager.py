@@ -16,9 +16,9 @@ import contextlib
 import gc
 import logging
 import os
+import sys
 import threading
 import time
-import tracemalloc
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -473,9 +473,7 @@ class MemoryManager:
             gauges=gauges,
             gc_counts=gc.get_count(),
             gc_collections=tuple(gen["collections"] for gen in gc.get_stats()),
-            tracemalloc_current=(
-                tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
-            ),
+            tracemalloc_current=(_traced_memory()),
             time_in_state=now - since,
             peak_rss=peak,
             growth=sample.rss - first_rss,
@@ -511,6 +509,8 @@ class MemoryManager:
         blocks)``. Starts tracemalloc if it is not tracing (logged: it slows every
         allocation and costs memory); the first call then shows little, the next
         ones show what was allocated since. Never called by the sampler."""
+        import tracemalloc  # on demand only: importing it costs milliseconds
+
         if not tracemalloc.is_tracing():
             tracemalloc.start()
             log.warning(
@@ -552,3 +552,12 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _traced_memory() -> int | None:
+    """tracemalloc's current figure when something is tracing, without importing it."""
+    module = sys.modules.get("tracemalloc")
+    if module is None or not module.is_tracing():
+        return None
+    current: int = module.get_traced_memory()[0]
+    return current
