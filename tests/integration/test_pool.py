@@ -399,3 +399,13 @@ def test_https_with_unknown_ca_is_tls_error(tls_server: tuple[str, str]) -> None
         with pytest.raises(exc.TLSError) as info:
             pool.request("GET", url + "/")
     assert not info.value.retryable
+
+
+def test_cap_below_expected_threads_warns_once_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    """A pool whose cap is below the threads expected to share it says so at start-up."""
+    with caplog.at_level(logging.WARNING, logger="llmpool"):
+        ConnectionPool(PoolConfig(max_connections=2, expected_threads=8)).close()
+        ConnectionPool(PoolConfig(max_connections=8, expected_threads=8)).close()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "max_connections=2" in warnings[0] and "8 threads" in warnings[0]
