@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -194,6 +195,7 @@ class Client:
         self._memory, self._owns_memory = _make_memory(memory)
         if self._memory is not None:
             self._wire_memory(self._memory)
+        _FORK_WATCH.add(self)
 
     # -- construction helpers ----------------------------------------------------------
 
@@ -233,6 +235,7 @@ class Client:
         clone._lock = threading.Lock()
         clone._counters = dict.fromkeys(self._counters, 0)
         clone._errors = {}
+        _FORK_WATCH.add(clone)
         for name in allowed & set(overrides):
             value = overrides[name]
             if name == "deadline":
@@ -655,3 +658,19 @@ def _make_memory(memory: Any) -> tuple[MemoryManager | None, bool]:
         f"memory must be a MemoryConfig or a MemoryManager, got {type(memory).__name__}",
         key="memory",
     )
+
+
+# --------------------------------------------------------------------------- fork
+
+_FORK_WATCH: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets fresh client locks (a parent thread may have held one);
+    the pool, plugins and memory manager renew their own."""
+    for client in list(_FORK_WATCH):
+        client._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

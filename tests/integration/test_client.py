@@ -479,3 +479,40 @@ def test_stream_text_is_bounded_but_every_chunk_arrives(mock_server: MockLLMServ
         with c.chat("m", HI, stream=True) as stream:
             assert "".join(chunk.delta for chunk in stream) == stream.text == reply
     assert not stream.text_truncated
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_client_works_in_a_forked_child_even_if_a_lock_was_held(
+    mock_server: MockLLMServer,
+) -> None:
+    """Forked while another thread held the client's lock, the child still calls."""
+    import os
+    import threading
+
+    with llmpool.Client(mock_server.base_url) as c:
+        c.chat("m", HI)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with c._lock:
+                held.set()
+                release.wait(5)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(5)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            import signal
+
+            signal.alarm(10)  # a deadlocked child dies instead of hanging the test
+            code = 1
+            try:
+                code = 0 if c.chat("m", HI).text and c.stats()["client"]["calls"] >= 2 else 2
+            finally:
+                os._exit(code)
+        release.set()
+        holder.join()
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
