@@ -4,7 +4,7 @@ Targets: one sample < 50 us; the sampler thread at 1 Hz < 0.1% of one core;
 ``admit()`` (not rejecting) and ``account()`` cheap enough to ignore beside
 an HTTP call.
 
-Run: ``tox -e bench -- -k memory`` or
+Run: ``tox -e bench -- tests/benchmarks -k memory`` or
 ``pytest tests/benchmarks/test_memory_bench.py --benchmark-only``.
 """
 

@@ -1,6 +1,6 @@
 """Hook dispatch cost with 0, 1 and 5 no-op plugins (target: <= 2 us per plugin per hook).
 
-Run: ``tox -e bench -- -k plugin`` or
+Run: ``tox -e bench -- tests/benchmarks -k plugin`` or
 ``pytest tests/benchmarks/test_plugin_bench.py --benchmark-only``.
 The per-plugin cost is (time with 5 plugins - time with 0) / 5.
 """
