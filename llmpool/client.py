@@ -488,9 +488,9 @@ class Client:
     def _prepare(
         self, request: Request, extra: Mapping[str, str] | None, idempotency_key: str | None
     ) -> Request:
-        """Merge the provider's headers, the call's extras and the Idempotency-Key."""
-        headers = dict(self._provider.headers())
-        headers.update(request.headers)
+        """Add the call's extra headers and the Idempotency-Key to the provider's
+        request (which already carries the provider's headers)."""
+        headers = dict(request.headers)
         if extra:
             headers.update(extra)
         if request.method == "POST":

@@ -50,13 +50,19 @@ class Request:
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_headers, repr=False)
     payload: Mapping[str, Any] | None = None
     stream: bool = False
+    _body: bytes | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
     @property
     def body(self) -> bytes | None:
-        """The payload encoded as compact UTF-8 JSON (None without a payload)."""
-        if self.payload is None:
-            return None
-        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        """The payload encoded as compact UTF-8 JSON (None without a payload).
+
+        Encoded once per request value (every attempt of a call sends the same
+        bytes); :meth:`replace` makes a new value, encoded afresh.
+        """
+        if self._body is None and self.payload is not None:
+            encoded = json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False)
+            object.__setattr__(self, "_body", encoded.encode())
+        return self._body
 
     def replace(self, **changes: Any) -> Request:
         """Return a copy with *changes* applied (``attrs.evolve``)."""

@@ -138,9 +138,15 @@ class ConnectionPool(IConnectionPool):
         )
 
     def _context(self) -> ssl.SSLContext:
+        """The pool's one SSLContext, built on first use. Loading the CA files
+        happens outside the lock; if two threads race, the first one's wins."""
+        context = self._ssl_context
+        if context is not None:
+            return context
+        built = build_ssl_context(self.config)
         with self._lock:
             if self._ssl_context is None:
-                self._ssl_context = build_ssl_context(self.config)
+                self._ssl_context = built
             return self._ssl_context
 
     def _attach(self, host_pool: Any, scheme: str, host: str, port: int) -> None:

@@ -60,10 +60,6 @@ class Histogram:
         n = min(self.count, self.window)
         return list(self._values[:n])
 
-    def summary(self) -> dict[str, float]:
-        """count, mean, p50, p95, p99 and max (seconds for times)."""
-        return summarize(self.recent(), self.count, self.total, self.max)
-
 
 def _percentile(ordered: list[float], q: float) -> float:
     if not ordered:

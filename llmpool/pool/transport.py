@@ -219,13 +219,7 @@ class _TrackedPool:
 
     def _over_keepalive(self) -> bool:
         keep = self.llm_config.max_keepalive
-        if keep >= self.llm_config.max_connections:
-            return False
-        queue = self.pool
-        if queue is None:
-            return False
-        idle = sum(1 for c in list(queue.queue) if c is not None and c.sock is not None)
-        return idle >= keep
+        return keep < self.llm_config.max_connections and self.idle_count() >= keep
 
     def idle_count(self) -> int:
         """Idle connections with an open socket (a gauge)."""

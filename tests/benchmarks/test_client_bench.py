@@ -137,3 +137,42 @@ def test_chat_stream(
 
     assert call() == "Hello from the mock server."
     benchmark.pedantic(call, rounds=300, warmup_rounds=20)
+
+
+class _Canned:
+    """A response that is already read: no socket, no server."""
+
+    status = 200
+    connection_reused = True
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.headers = {"x-request-id": "req_1", "content-type": "application/json"}
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        return self.body
+
+
+def test_client_work_without_network(
+    benchmark: Any, manager: urllib3.PoolManager, server: MockLLMServer
+) -> None:
+    """llmpool's own work per chat call (build, headers, key, retry loop, parse), the
+    transport replaced by a canned answer; beside it json.loads of the same body."""
+    benchmark.group = "client work without network"
+    body = manager.request(
+        "POST", server.url("/v1/chat/completions"), body=BODY, headers=HEADERS
+    ).data
+    canned = _Canned(body)
+    with llmpool.Client("http://127.0.0.1:9/v1", api_key="k") as c:
+        c._transport = type("Transport", (), {"request": lambda self, *a, **k: canned})()
+        assert c.chat("m", MESSAGES).text == "Hello from the mock server."
+        benchmark.pedantic(lambda: c.chat("m", MESSAGES), rounds=2000, warmup_rounds=200)
+    benchmark.extra_info["json_loads_us"] = _time_json_loads(body)
+
+
+def _time_json_loads(body: bytes) -> float:
+    import time
+
+    started = time.perf_counter()
+    for _ in range(2000):
+        json.loads(body)
+    return (time.perf_counter() - started) / 2000 * 1e6
