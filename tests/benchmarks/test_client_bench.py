@@ -144,6 +144,7 @@ class _Canned:
 
     status = 200
     connection_reused = True
+
     def __init__(self, body: bytes) -> None:
         self.body = body
         self.headers = {"x-request-id": "req_1", "content-type": "application/json"}
