@@ -218,7 +218,8 @@ class ConnectionPool(IConnectionPool):
         """Send one request; see :meth:`IConnectionPool.request`.
 
         *timeout* bounds the connect and each read (seconds; default: the
-        config's). *pool_timeout* bounds the wait for a free connection.
+        config's). *pool_timeout* can only shorten the config's wait for a free
+        connection (a call's deadline uses it), never lengthen it.
         Raises only :class:`~llmpool.exceptions.TransportError` subclasses.
         """
         if self._closed:
@@ -231,7 +232,7 @@ class ConnectionPool(IConnectionPool):
                 body=body,
                 headers=headers,
                 timeout=self._timeout if timeout is None else self._timeout_for(timeout),
-                pool_timeout=pool_timeout,
+                pool_timeout=self._pool_wait(pool_timeout),
                 preload_content=False,
                 release_conn=False,
                 assert_same_host=False,
@@ -242,6 +243,10 @@ class ConnectionPool(IConnectionPool):
         if not stream:
             response.read()
         return response
+
+    def _pool_wait(self, pool_timeout: float | None) -> float:
+        configured = self.config.effective_pool_timeout
+        return configured if pool_timeout is None else min(pool_timeout, configured)
 
     def _timeout_for(self, timeout: float) -> urllib3.Timeout:
         return urllib3.Timeout(

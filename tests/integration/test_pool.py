@@ -9,6 +9,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -409,3 +410,22 @@ def test_cap_below_expected_threads_warns_once_at_start(caplog: pytest.LogCaptur
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1
     assert "max_connections=2" in warnings[0] and "8 threads" in warnings[0]
+
+
+def test_a_longer_pool_timeout_per_request_never_lengthens_the_configured_wait(
+    ok_server: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """request(pool_timeout=30) waits at most the config's pool_timeout (it only shortens)."""
+    waits: list[float | None] = []
+    original = transport._TrackedPool._get_conn
+
+    def recording(self: Any, timeout: float | None = None) -> Any:
+        waits.append(timeout)
+        return original(self, timeout)
+
+    monkeypatch.setattr(transport._TrackedPool, "_get_conn", recording)
+    with ConnectionPool(PoolConfig(pool_timeout=0.5)) as pool:
+        pool.request("GET", ok_server.url + "/", pool_timeout=30.0)
+        pool.request("GET", ok_server.url + "/", pool_timeout=0.1)
+        pool.request("GET", ok_server.url + "/")
+    assert waits == [0.5, 0.1, 0.5]
