@@ -192,14 +192,11 @@ def test_server_closed_idle_connection_is_replaced(ok_server: RawServer) -> None
         pool.request("GET", ok_server.url + "/")
         for conn in list(ok_server._conns):
             conn.shutdown(socket.SHUT_RDWR)
-        # The server thread sees EOF and ends; give the FIN time to arrive.
-        for _ in range(200):
-            if not pool.get_stats()["idle"]:
+        idle = pool.host_pool(ok_server.url).pool.queue[-1]
+        for _ in range(200):  # wait (bounded) until the FIN has reached the idle socket
+            if not idle.is_connected:
                 break
             threading.Event().wait(0.005)
-            host = next(iter(pool._hosts.values()))[0]
-            if not host.pool.queue[-1].is_connected:
-                break
         assert pool.request("GET", ok_server.url + "/").status == 200
         stats = pool.get_stats()
     assert stats["dropped_closed"] == 1
