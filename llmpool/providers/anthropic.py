@@ -73,6 +73,7 @@ class AnthropicProvider(Provider):
     name: ClassVar[str] = "anthropic"
     default_base_url: ClassVar[str | None] = "https://api.anthropic.com/v1"
     request_id_headers: ClassVar[tuple[str, ...]] = ("request-id", "x-request-id")
+    secret_headers: ClassVar[frozenset[str]] = frozenset({"x-api-key"})
 
     def __init__(
         self,

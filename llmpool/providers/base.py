@@ -39,6 +39,7 @@ from llmpool.models import (
     ToolCall,
     Usage,
 )
+from llmpool.redaction import check_header, check_headers
 from llmpool.retry import get_header, parse_retry_after
 
 if TYPE_CHECKING:
@@ -52,7 +53,9 @@ __all__ = [
     "StreamParser",
     "as_dict",
     "as_list",
+    "check_api_key",
     "check_model",
+    "checked_headers",
     "invalid_response",
     "load_json",
     "merge_headers",
@@ -85,7 +88,11 @@ class Provider(abc.ABC):
 
     Subclasses set :attr:`name`, implement :meth:`build_chat`,
     :meth:`parse_chat` and :meth:`stream_parser`, and usually
-    :meth:`static_headers`. Provider-specific options are keyword arguments
+    :meth:`static_headers` (declaring a credential header of their own in
+    :attr:`secret_headers`). Every header value is checked once, here: a
+    CR, LF or NUL (a key read with its trailing newline) raises
+    :class:`~llmpool.exceptions.ConfigError` naming the header, never the
+    value. Provider-specific options are keyword arguments
     of the subclass's ``__init__``, set before calling ``super().__init__``;
     an option nobody consumed raises :class:`~llmpool.exceptions.ConfigError`.
     """
@@ -96,6 +103,11 @@ class Provider(abc.ABC):
     default_base_url: ClassVar[str | None] = None
     #: Response headers that carry the server's request id, in order.
     request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id", "request-id")
+    #: The provider's own credential headers (lower case), beyond
+    #: :data:`llmpool.redaction.SECRET_HEADERS`: never sent to another origin
+    #: on a redirect, masked in configuration output and logs. A provider
+    #: that sends its key in a header of its own declares it here.
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -111,19 +123,16 @@ class Provider(abc.ABC):
                 key="provider_options",
                 value=sorted(options),
             )
-        if api_key is not None and not isinstance(api_key, str):
-            raise ConfigError(
-                f"api_key must be a string or None, got a {type(api_key).__name__}",
-                key="api_key",
-            )
-        self._api_key = api_key or None
+        self._api_key = check_api_key(api_key) or None
         base = {
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
-        headers = merge_headers(base, self.static_headers())
-        self._headers = merge_headers(headers, _checked_headers(default_headers))
+        static = self.static_headers()
+        check_headers(static, key="provider_options")
+        headers = merge_headers(base, static)
+        self._headers = merge_headers(headers, checked_headers(default_headers))
 
     @property
     def api_key(self) -> str | None:
@@ -155,9 +164,10 @@ class Provider(abc.ABC):
     def with_headers(self, headers: Mapping[str, str]) -> Provider:
         """A copy of this provider whose requests also send *headers* (which
         override the existing ones, names compared without case). The
-        original is untouched, so both stay safe to share."""
+        original is untouched, so both stay safe to share. A header that
+        cannot be sent raises ConfigError (key ``default_headers``)."""
         clone = copy.copy(self)
-        clone._headers = merge_headers(self._headers, _checked_headers(headers))
+        clone._headers = merge_headers(self._headers, checked_headers(headers))
         return clone
 
     def request_id(self, headers: Mapping[str, str]) -> str | None:
@@ -296,15 +306,46 @@ class Provider(abc.ABC):
         return None, None, request_id
 
 
-def _checked_headers(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+def check_api_key(api_key: object) -> str | None:
+    """*api_key* when it is None or a string that can travel in a header;
+    ConfigError (key ``api_key``) otherwise.
+
+    A key read from a file or an environment variable often keeps its
+    trailing newline; sent as is it would fail deep in the HTTP library with
+    the key in the message. The error here never shows the value.
+    """
+    if api_key is None:
+        return None
+    if not isinstance(api_key, str):
+        raise ConfigError(
+            f"api_key must be a string or None, got a {type(api_key).__name__}", key="api_key"
+        )
+    try:
+        check_header("api-key", api_key, key="api_key")
+    except ConfigError:
+        raise ConfigError(
+            "api_key cannot be sent in a header: it holds a control character (CR, LF, NUL; "
+            "often a trailing newline read from a file or environment variable) or a "
+            "character outside Latin-1",
+            key="api_key",
+        ) from None
+    return api_key
+
+
+def checked_headers(
+    headers: Mapping[str, str] | None, *, key: str = "default_headers"
+) -> Mapping[str, str]:
+    """*headers* (``{}`` for None) when every name is an HTTP token and every
+    value a string without CR, LF or NUL (:func:`llmpool.redaction.check_headers`);
+    ConfigError naming *key* and the header, never the value, otherwise."""
     if headers is None:
         return {}
-    if not isinstance(headers, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
+    if not isinstance(headers, Mapping):
         raise ConfigError(
-            "default_headers must map header names to string values", key="default_headers"
+            f"{key} must map header names to string values, got {type(headers).__name__}",
+            key=key,
         )
+    check_headers(headers, key=key)
     return headers
 
 

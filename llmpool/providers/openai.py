@@ -50,6 +50,7 @@ class OpenAIProvider(Provider):
 
     name: ClassVar[str] = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
+    secret_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -228,3 +229,57 @@ def test_with_headers_returns_a_new_provider() -> None:
     assert provider.headers()["X-A"] == "1" and "X-B" not in provider.headers()
     with pytest.raises(exc.ConfigError):
         provider.with_headers({"X-C": 4})  # type: ignore[dict-item]
+
+
+# --------------------------------------------------------------------------- header values
+
+
+BAD_KEYS = [SECRET + "\n", SECRET + "\r\n", "sk-a\rb-" + SECRET, SECRET + "\x00", SECRET + "\u2603"]
+
+
+@pytest.mark.parametrize("cls", [OpenAIProvider, AnthropicProvider])
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_api_key_that_cannot_be_a_header_is_refused_without_echoing_it(
+    cls: type[Provider], key: str
+) -> None:
+    """An api_key with CR, LF, NUL or non-Latin-1 raises ConfigError("api_key") hiding the value."""
+    with pytest.raises(exc.ConfigError) as info:
+        cls(api_key=key)
+    err = info.value
+    assert err.key == "api_key"
+    for text in (str(err), repr(err), repr(pickle.dumps(err)), repr(err.__cause__)):
+        assert SECRET not in text and "sk-a" not in text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Trace": "a\r\nX-Injected: 1"}, {"X-Trace": "v\n"}, {"Bad Name": "v"}, {"X-A": "\x00"}],
+)
+def test_default_headers_that_cannot_be_sent_are_refused(headers: dict[str, str]) -> None:
+    """default_headers and with_headers() refuse CR/LF/NUL values and bad names."""
+    with pytest.raises(exc.ConfigError) as info:
+        OpenAIProvider(api_key=SECRET, default_headers=headers)
+    assert info.value.key == "default_headers"
+    with pytest.raises(exc.ConfigError) as info:
+        OpenAIProvider(api_key=SECRET).with_headers(headers)
+    assert info.value.key == "default_headers"
+    assert "a\r\nX-Injected" not in str(info.value)
+
+
+def test_secret_headers_are_declared_per_provider() -> None:
+    """Each provider declares its own credential header names, lower case."""
+    assert Provider.secret_headers == frozenset()
+    assert EchoProvider.secret_headers == frozenset()
+    assert OpenAIProvider.secret_headers == frozenset({"authorization"})
+    assert AnthropicProvider.secret_headers == frozenset({"x-api-key"})
+    for cls in (OpenAIProvider, AnthropicProvider):
+        sent = {name.lower() for name in cls(api_key=SECRET).headers()}
+        assert cls.secret_headers <= sent
+
+
+def test_provider_option_headers_are_checked() -> None:
+    """A provider option that becomes a header (organization) may not hold a newline."""
+    with pytest.raises(exc.ConfigError) as info:
+        OpenAIProvider(api_key=SECRET, organization="org-1\n")
+    assert info.value.key == "provider_options"
+    assert "OpenAI-Organization" in str(info.value)
