@@ -19,6 +19,8 @@ from typing import Any
 
 import attrs
 
+from llmpool.exceptions import ConfigError
+
 __all__ = [
     "CallContext",
     "ChatChunk",
@@ -29,6 +31,7 @@ __all__ = [
     "Request",
     "ToolCall",
     "Usage",
+    "encode_json",
 ]
 
 
@@ -57,16 +60,68 @@ class Request:
         """The payload encoded as compact UTF-8 JSON (None without a payload).
 
         Encoded once per request value (every attempt of a call sends the same
-        bytes); :meth:`replace` makes a new value, encoded afresh.
+        bytes); :meth:`replace` keeps the encoding unless the payload changes.
+        A payload that strict JSON cannot hold (a datetime, a set, bytes,
+        NaN or infinity) raises :class:`~llmpool.exceptions.ConfigError`
+        naming the top-level field (:func:`encode_json`).
         """
         if self._body is None and self.payload is not None:
-            encoded = json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False)
-            object.__setattr__(self, "_body", encoded.encode())
+            object.__setattr__(self, "_body", encode_json(self.payload))
         return self._body
 
     def replace(self, **changes: Any) -> Request:
-        """Return a copy with *changes* applied (``attrs.evolve``)."""
-        return attrs.evolve(self, **changes)
+        """Return a copy with *changes* applied (``attrs.evolve``); the encoded
+        body is reused when the payload is unchanged."""
+        new = attrs.evolve(self, **changes)
+        if "payload" not in changes and self._body is not None:
+            object.__setattr__(new, "_body", self._body)
+        return new
+
+
+#: What json.dumps (and encoding its text) raises for a value strict JSON cannot hold.
+_ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
+
+
+def _dumps(value: Any) -> bytes:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode()
+
+
+def encode_json(payload: Mapping[str, Any], *, key: str | None = None) -> bytes:
+    """*payload* as compact UTF-8 JSON, strictly: NaN and infinity are refused
+    (they would go out as the invalid literals ``NaN``/``Infinity``), and so
+    is anything JSON has no type for (datetime, set, bytes, a lone surrogate).
+
+    A failure raises :class:`~llmpool.exceptions.ConfigError` whose ``key``
+    is *key*, or else the first top-level field that fails (``messages``,
+    ``temperature``...); the message gives the type or the reason, never
+    the content. Pure function; thread-safe.
+    """
+    try:
+        return _dumps(payload)
+    except _ENCODE_ERRORS as exc:
+        field = key or _failing_field(payload)
+        raise ConfigError(f"{field} cannot be sent as JSON: {_reason(exc)}", key=field) from None
+
+
+def _failing_field(payload: Mapping[str, Any]) -> str:
+    for name, value in payload.items():
+        try:
+            _dumps(value)
+        except _ENCODE_ERRORS:
+            return str(name)
+    return "payload"  # a key of the payload itself is not a string
+
+
+def _reason(exc: BaseException) -> str:
+    """What json said, without the offending value (its messages name types only;
+    a UnicodeEncodeError's would quote the text, so it is summarised)."""
+    if isinstance(exc, UnicodeEncodeError):
+        return "a string holds a lone surrogate (not valid UTF-8)"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    message = str(exc).split(":")[0] if isinstance(exc, ValueError) else str(exc)
+    return f"{type(exc).__name__}: {message}"
 
 
 _call_ids = itertools.count(1)

@@ -38,6 +38,7 @@ from llmpool.models import (
     Request,
     ToolCall,
     Usage,
+    encode_json,
 )
 from llmpool.redaction import check_header, check_headers
 from llmpool.retry import get_header, parse_retry_after
@@ -181,9 +182,15 @@ class Provider(abc.ABC):
     # ------------------------------------------------------------------ requests
 
     def post(self, path: str, payload: Mapping[str, Any], *, stream: bool = False) -> Request:
-        """A POST :class:`~llmpool.models.Request` of *payload* to *path*."""
+        """A POST :class:`~llmpool.models.Request` of *payload* to *path*.
+
+        The body is encoded here, once, so a payload that strict JSON cannot
+        hold (a datetime, a set, bytes, NaN) raises ConfigError when the
+        request is built, naming the field, and nothing is sent."""
         headers = self.headers(stream=stream)
-        return Request(method="POST", path=path, headers=headers, payload=payload, stream=stream)
+        request = Request(method="POST", path=path, headers=headers, payload=payload, stream=stream)
+        request.body  # noqa: B018 - encode now: a bad payload fails at build time
+        return request
 
     def get(self, path: str) -> Request:
         """A GET :class:`~llmpool.models.Request` to *path* (no body, no Content-Type)."""
@@ -621,10 +628,15 @@ def stop_list(stop: str | Sequence[str] | None) -> list[str] | None:
 
 
 def with_extra(payload: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
-    """*payload* updated with the caller's *extra_body* (which wins)."""
+    """*payload* updated with the caller's *extra_body* (which wins).
+
+    *extra_body* must be a mapping that strict JSON can hold: a datetime, a
+    set, bytes, NaN or infinity in it raises ConfigError (key
+    ``extra_body``) naming the type, never the content."""
     if extra_body is not None:
         if not isinstance(extra_body, Mapping):
             raise ConfigError("extra_body must be a mapping", key="extra_body")
+        encode_json(extra_body, key="extra_body")
         payload.update(extra_body)
     return payload
 

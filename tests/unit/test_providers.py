@@ -283,3 +283,40 @@ def test_provider_option_headers_are_checked() -> None:
         OpenAIProvider(api_key=SECRET, organization="org-1\n")
     assert info.value.key == "provider_options"
     assert "OpenAI-Organization" in str(info.value)
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+@pytest.mark.parametrize(
+    ("payload", "key", "what"),
+    [
+        ({"model": "m", "messages": [{"content": b"xyz"}]}, "messages", "bytes"),
+        ({"model": "m", "temperature": float("nan")}, "temperature", "Out of range"),
+        ({"model": "m", "x": float("-inf")}, "x", "Out of range"),
+        ({"model": "m", "x": "\ud800"}, "x", "surrogate"),
+        ({"model": "m", "x": {(1, 2): "tuple key"}}, "x", "keys must be"),
+    ],
+)
+def test_request_body_that_is_not_json_raises_config_error(
+    payload: dict[str, Any], key: str, what: str
+) -> None:
+    """Request.body refuses what strict JSON cannot hold, naming the field, not the content."""
+    request = Request(method="POST", path="/x", payload=payload)
+    with pytest.raises(exc.ConfigError) as info:
+        request.body  # noqa: B018
+    assert info.value.key == key
+    assert what in str(info.value)
+    assert "xyz" not in str(info.value) and "tuple key" not in str(info.value)
+
+
+def test_provider_post_encodes_at_build_time() -> None:
+    """A provider's request fails when built, and replacing its headers keeps the encoded body."""
+    provider = OpenAIProvider(api_key=SECRET)
+    with pytest.raises(exc.ConfigError) as info:
+        provider.build_chat("m", [{"role": "user", "content": b"x"}])
+    assert info.value.key == "messages"
+    request = provider.build_chat("m", [{"role": "user", "content": "hi"}])
+    body = request.body
+    assert request.replace(headers={"X-A": "1"}).body is body
+    assert request.replace(payload={"model": "n"}).body == b'{"model":"n"}'
