@@ -293,13 +293,14 @@ def _run_check_config(args: argparse.Namespace) -> int:
     import json
 
     from llmpool.config import load_config
-    from llmpool.exceptions import ConfigError
+    from llmpool.exceptions import LLMPoolError
 
     try:
         config = load_config(args.file)
-    except ConfigError as exc:
+        secret_headers = _build_client_once(config)
+    except LLMPoolError as exc:
         return _fail("check-config", exc)
-    data = config.to_dict()
+    data = config.to_dict(secret_headers=secret_headers)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:
@@ -308,6 +309,27 @@ def _run_check_config(args: argparse.Namespace) -> int:
         print(f"# {args.file}: valid; effective configuration (secrets masked)")
         print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
     return 0
+
+
+def _build_client_once(config: Any) -> tuple[str, ...]:
+    """Build (and close) the client ``Client.from_config`` would build, so
+    check-config refuses whatever it refuses; return the header names the
+    provider declares secret. Without a base URL a placeholder stands in."""
+    import attrs
+
+    from llmpool.client import Client
+
+    if not config.client.base_url:
+        print(
+            "llmpool check-config: note: client.base_url is not set; give it in the file, "
+            "LLMPOOL_BASE_URL or --base-url (the rest is checked with a placeholder)",
+            file=sys.stderr,
+        )
+        placeholder = attrs.evolve(config.client, base_url="http://127.0.0.1/v1")
+        config = attrs.evolve(config, client=placeholder)
+    with Client.from_config(config) as client:
+        declared = getattr(client.provider, "secret_headers", ()) or ()
+    return tuple(declared)
 
 
 # --------------------------------------------------------------------------- mock-server

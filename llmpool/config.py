@@ -15,12 +15,13 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from llmpool.exceptions import ConfigError
+from llmpool.redaction import check_headers, is_secret_header, mask, mask_headers
 
 __all__ = [
     "ENV_VARS",
@@ -38,7 +39,17 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- validators
 
 
+#: Field metadata marking a value that is never shown, not even in an error.
+SECRET = {"secret": True}
+
+
 def _fail(attribute: attrs.Attribute[Any], value: Any, expected: str) -> ConfigError:
+    if attribute.metadata.get("secret"):
+        return ConfigError(
+            f"{attribute.name} must be {expected}, got a value of type {type(value).__name__} "
+            "(the value is not shown: it is a secret)",
+            key=attribute.name,
+        )
     return ConfigError(
         f"{attribute.name} must be {expected}, got {value!r}", key=attribute.name, value=value
     )
@@ -156,7 +167,9 @@ class PoolConfig:
     cert_file: str | None = attrs.field(default=None, validator=optional_str)
     key_file: str | None = attrs.field(default=None, validator=optional_str)
     #: An HTTP(S) proxy for every host (its credentials are never logged).
-    proxy_url: str | None = attrs.field(default=None, validator=optional_str, repr=False)
+    proxy_url: str | None = attrs.field(
+        default=None, validator=optional_str, repr=False, metadata=SECRET
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.max_keepalive > self.max_connections:
@@ -234,15 +247,21 @@ class MemoryConfig:
 # --------------------------------------------------------------------------- client
 
 
-def _mask(value: str | None) -> str | None:
-    if not value:
-        return value
-    return value[:3] + "..." + value[-2:] if len(value) > 12 else "***"
-
-
 def _known_transport(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value not in ("urllib3", "requests"):
         raise _fail(attribute, value, "'urllib3' or 'requests'")
+
+
+def _no_headers(value: Any) -> Any:
+    return {} if value is None else value
+
+
+def _headers(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Validator: a mapping of header names to values the provider can send
+    (the same check the provider runs, so a file and a client refuse alike)."""
+    if not isinstance(value, Mapping):
+        raise _fail(attribute, value, "a mapping of header names to strings")
+    check_headers(value, key=attribute.name)
 
 
 def _str_tuple(value: Any) -> tuple[str, ...]:
@@ -256,7 +275,9 @@ class ClientSettings:
     """The ``client`` section: where to send calls and how long they may take."""
 
     base_url: str | None = attrs.field(default=None, validator=optional_str)
-    api_key: str | None = attrs.field(default=None, validator=optional_str, repr=False)
+    api_key: str | None = attrs.field(
+        default=None, validator=optional_str, repr=False, metadata=SECRET
+    )
     #: Read the API key from this environment variable.
     api_key_env: str | None = attrs.field(default=None, validator=optional_str)
     provider: str = attrs.field(default="openai", validator=optional_str)
@@ -268,7 +289,9 @@ class ClientSettings:
     transport: str = attrs.field(default="urllib3", validator=_known_transport)
     follow_redirects: bool = attrs.field(default=False, validator=boolean)
     retry: Any = attrs.field(factory=lambda: _retry_policy({}))
-    default_headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    default_headers: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_no_headers, validator=_headers, repr=False, metadata=SECRET
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -321,24 +344,25 @@ class ClientConfig:
             "follow_redirects": c.follow_redirects,
         }
 
-    def to_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
-        """The effective configuration as plain data (secrets masked by default)."""
+    def to_dict(
+        self, *, mask_secrets: bool = True, secret_headers: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets masked by default:
+        the API key, every header that holds a credential (by name, see
+        :func:`llmpool.redaction.is_secret_header`, plus *secret_headers*, the
+        ones the provider declares) and the proxy URL."""
         out = attrs.asdict(self, recurse=True, filter=lambda a, _v: a.name != "source")
         client = out["client"]
         client["retry"] = attrs.asdict(self.client.retry)
         client["retry"]["retry_statuses"] = sorted(self.client.retry.retry_statuses)
         if mask_secrets:
-            client["api_key"] = _mask(client["api_key"])
+            if client["api_key"]:
+                client["api_key"] = mask(client["api_key"])
             if out["connection_pool"].get("proxy_url"):
                 out["connection_pool"]["proxy_url"] = "***"
-            client["default_headers"] = {
-                k: ("***" if k.lower() in _SECRET_HEADER_NAMES else v)
-                for k, v in client["default_headers"].items()
-            }
+            client["default_headers"] = mask_headers(client["default_headers"], secret_headers)
         return out
 
-
-_SECRET_HEADER_NAMES = frozenset({"authorization", "x-api-key", "api-key"})
 
 #: Environment overrides: variable -> dotted key. Precedence: explicit
 #: arguments > environment > file > defaults.
@@ -405,6 +429,7 @@ def load_config(
         data, lines = _read_yaml(path)
     layers = _Layers(path, lines)
     _check_sections(data, layers)
+    secrets_in_file = _secret_keys(data)
     for var, key in ENV_VARS.items():
         if var in env:
             _set(data, key, _from_env(var, key, env[var]))
@@ -415,7 +440,7 @@ def load_config(
     config = _build(data, layers)
     config = _resolve_api_key(config, env)
     if path is not None:
-        _warn_if_secret_readable(path, data)
+        _warn_if_secret_readable(path, secrets_in_file)
     return config
 
 
@@ -560,9 +585,25 @@ def _resolve_api_key(config: ClientConfig, env: Mapping[str, str]) -> ClientConf
     return config
 
 
-def _warn_if_secret_readable(path: str, data: Mapping[str, Any]) -> None:
-    client = data.get("client") or {}
-    if not isinstance(client, dict) or not client.get("api_key"):
+def _secret_keys(data: Mapping[str, Any]) -> list[str]:
+    """The dotted keys of *data* that hold a credential (for the warning below)."""
+    found: list[str] = []
+    client = data.get("client")
+    if isinstance(client, dict):
+        if client.get("api_key"):
+            found.append("client.api_key")
+        headers = client.get("default_headers")
+        if isinstance(headers, dict):
+            found += [
+                f"client.default_headers.{name}"
+                for name in headers
+                if isinstance(name, str) and is_secret_header(name)
+            ]
+    return found
+
+
+def _warn_if_secret_readable(path: str, secret_keys: list[str]) -> None:
+    if not secret_keys:
         return
     try:
         mode = os.stat(path).st_mode
@@ -570,8 +611,9 @@ def _warn_if_secret_readable(path: str, data: Mapping[str, Any]) -> None:
         return
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         log.warning(
-            "%s holds an API key and is readable by other users (mode %o): "
+            "%s holds a credential (%s) and is readable by other users (mode %o): "
             "chmod 600 it, or use client.api_key_env",
             path,
+            ", ".join(secret_keys),
             stat.S_IMODE(mode),
         )

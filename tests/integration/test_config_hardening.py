@@ -1,0 +1,111 @@
+"""The llmpool command and hostile or careless configuration: secrets, bombs, bounds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llmpool
+from llmpool import ConfigError
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LLMPOOL_") and "API_KEY" not in k
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "llmpool.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**full_env, **(env or {})},
+        check=False,
+    )
+
+
+def write(tmp_path: Path, text: str, mode: int = 0o600, name: str = "llmpool.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_check_config_masks_every_credential_header(tmp_path: Path) -> None:
+    """check-config masks X-Goog-Api-Key and key-like headers, and keeps plain ones."""
+    path = write(
+        tmp_path,
+        "client:\n  base_url: http://127.0.0.1:9/v1\n  default_headers:\n"
+        "    X-Goog-Api-Key: goog-secret-value\n    X-Acme-Token: acme-secret-value\n"
+        "    X-Trace: visible-value\n",
+    )
+    for extra in ((), ("--json",)):
+        result = run("check-config", str(path), *extra)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout + result.stderr
+        assert "goog-secret-value" not in out and "acme-secret-value" not in out
+        assert "visible-value" in out
+
+
+def test_check_config_hides_a_non_string_key(tmp_path: Path) -> None:
+    """A non-string api_key fails check-config naming key, file and line, not the value."""
+    path = write(
+        tmp_path, "client:\n  base_url: http://127.0.0.1:9/v1\n  api_key: 98765432101234\n"
+    )
+    result = run("check-config", str(path))
+    assert result.returncode == 1
+    assert "client.api_key" in result.stderr and str(path) in result.stderr
+    assert "line 3" in result.stderr
+    assert "98765432101234" not in result.stderr
+
+
+def test_check_config_warns_for_a_key_only_in_a_header(tmp_path: Path) -> None:
+    """A readable file whose only credential is an Authorization header is warned about."""
+    path = write(
+        tmp_path,
+        "client:\n  base_url: http://127.0.0.1:9/v1\n"
+        "  default_headers: {Authorization: Bearer sk-header-secret-1}\n",
+        mode=0o644,
+    )
+    result = run("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "readable by other users" in result.stderr
+    assert "client.default_headers.Authorization" in result.stderr
+    assert "sk-header-secret-1" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "client",
+    [
+        "{base_url: 'http://127.0.0.1:9/v1', default_headers: {Authorization: 12345}}",
+        "{base_url: 'ftp://127.0.0.1:9/v1'}",
+        "{base_url: 'http://127.0.0.1:9/v1', provider: no-such-provider}",
+    ],
+)
+def test_check_config_refuses_what_from_config_refuses(tmp_path: Path, client: str) -> None:
+    """check-config builds the client as from_config does, and fails with the same error."""
+    path = write(tmp_path, f"client: {client}\n")
+    with pytest.raises(ConfigError) as info:
+        llmpool.Client.from_config(str(path)).close()
+    result = run("check-config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"llmpool check-config: {info.value}"
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_without_base_url_still_validates(tmp_path: Path) -> None:
+    """A file without base_url is checked as far as it goes, and says base_url is missing."""
+    path = write(tmp_path, "client: {provider: no-such-provider}\n")
+    result = run("check-config", str(path))
+    assert result.returncode == 1
+    assert "no-such-provider" in result.stderr
+    path = write(tmp_path, "client: {provider: anthropic}\n")
+    result = run("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "client.base_url is not set" in result.stderr
