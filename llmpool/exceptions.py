@@ -27,7 +27,7 @@ surface: the transport translates at exactly one boundary and chains the cause
     │   │   ├── ConflictError              409
     │   │   ├── UnprocessableEntityError   422
     │   │   ├── RateLimitError             429
-    │   │   ├── InternalServerError        5xx
+    │   │   ├── InternalServerError        500-599
     │   │   └── OverloadedError            529
     │   ├── InvalidResponse          the body is not valid JSON or has the wrong shape
     │   ├── ResponseTooLarge         the body exceeded max_response_bytes
@@ -87,6 +87,17 @@ __all__ = [
 
 #: How much of a response body an error keeps (characters).
 BODY_EXCERPT_CHARS = 500
+
+#: The longest request id kept (characters): a server's id is quoted in
+#: errors, logs and results, so a huge one is cut here.
+MAX_REQUEST_ID_CHARS = 200
+
+
+def cap_request_id(value: str | None) -> str | None:
+    """*value* cut to :data:`MAX_REQUEST_ID_CHARS` characters (None stays None)."""
+    if value is not None and len(value) > MAX_REQUEST_ID_CHARS:
+        return value[:MAX_REQUEST_ID_CHARS]
+    return value
 
 
 def excerpt(body: bytes | str | None, limit: int = BODY_EXCERPT_CHARS) -> str:
@@ -320,7 +331,8 @@ class RateLimitError(APIStatusError):
 
 
 class InternalServerError(APIStatusError):
-    """5xx: the server failed. Retryable (500, 502, 503, 504)."""
+    """500-599: the server failed. Retryable for 500, 502, 503 and 504 (and
+    529, :class:`OverloadedError`); other 5xx (501, 505...) are final."""
 
     retryable = True
 
@@ -356,19 +368,26 @@ def error_for_status(
     retry_after: float | None = None,
     error_type: str | None = None,
 ) -> APIStatusError:
-    """Build the :class:`APIStatusError` subclass that matches *status_code*."""
+    """Build the :class:`APIStatusError` subclass that matches *status_code*.
+
+    Only 500-599 are :class:`InternalServerError` (retryable: 500, 502, 503,
+    504, 529); a status without a class of its own (418, 1xx or 3xx given
+    as final, 600 and above) is a plain, non-retryable
+    :class:`APIStatusError`. *request_id* is capped at
+    :data:`MAX_REQUEST_ID_CHARS`.
+    """
     cls = _STATUS_ERRORS.get(status_code)
     if cls is None:
-        cls = InternalServerError if status_code >= 500 else APIStatusError
+        cls = InternalServerError if 500 <= status_code <= 599 else APIStatusError
     err = cls(
         message,
         status_code=status_code,
-        request_id=request_id,
+        request_id=cap_request_id(request_id),
         body=excerpt(body),
         retry_after=retry_after,
         error_type=error_type,
     )
-    if status_code >= 500 and status_code not in _RETRYABLE_5XX:
+    if isinstance(err, InternalServerError) and status_code not in _RETRYABLE_5XX:
         err.retryable = False
     return err
 

@@ -27,6 +27,7 @@ from llmpool.exceptions import (
     InvalidResponse,
     LLMPoolError,
     StreamError,
+    cap_request_id,
     error_for_status,
     excerpt,
 )
@@ -172,11 +173,12 @@ class Provider(abc.ABC):
         return clone
 
     def request_id(self, headers: Mapping[str, str]) -> str | None:
-        """The server's request id from response *headers*, or None."""
+        """The server's request id from response *headers*, or None; cut to
+        :data:`~llmpool.exceptions.MAX_REQUEST_ID_CHARS` characters."""
         for name in self.request_id_headers:
             value = get_header(headers, name)
             if value:
-                return value
+                return cap_request_id(value)
         return None
 
     # ------------------------------------------------------------------ requests
@@ -253,6 +255,23 @@ class Provider(abc.ABC):
         """Embeddings from a 2xx *body* (unsupported by default)."""
         self.unsupported("embeddings")
 
+    def parse_embed_checked(
+        self, body: bytes, *, request_id: str | None, inputs: int
+    ) -> Embeddings:
+        """:meth:`parse_embed`, then InvalidResponse unless there is exactly one
+        vector per input (*inputs* is the number of input strings). The client
+        parses embeddings with this, so every provider gets the check."""
+        result = self.parse_embed(body, request_id=request_id)
+        if len(result.vectors) != inputs:
+            problem = f"has {len(result.vectors)} vectors for {inputs} input(s)"
+            raise InvalidResponse(
+                f"embeddings {problem}",
+                status_code=None,
+                request_id=request_id,
+                body=excerpt(body),
+            )
+        return result
+
     def build_models(self) -> Request:
         """The request listing the models (``GET /models``)."""
         return self.get("/models")
@@ -292,7 +311,8 @@ class Provider(abc.ABC):
         Understands OpenAI's ``{"error": {"message", "type", "code"}}``,
         Anthropic's ``{"type": "error", "error": {"type", "message"},
         "request_id"}`` and the common ``{"error": "..."}``, ``{"message":
-        ...}`` and ``{"detail": ...}`` shapes; anything else gives Nones.
+        ...}`` and ``{"detail": ...}`` shapes; anything else gives Nones. The
+        request id is cut to :data:`~llmpool.exceptions.MAX_REQUEST_ID_CHARS`.
         """
         try:
             data = json.loads(body)
@@ -301,7 +321,7 @@ class Provider(abc.ABC):
         if not isinstance(data, dict):
             return None, None, None
         error = data.get("error")
-        request_id = opt_text(data.get("request_id"))
+        request_id = cap_request_id(opt_text(data.get("request_id")))
         if isinstance(error, dict):
             kind = opt_text(error.get("type")) or opt_text(error.get("code"))
             return opt_text(error.get("message")), kind, request_id

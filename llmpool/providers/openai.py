@@ -155,14 +155,15 @@ class OpenAIProvider(Provider):
         return self.post("/embeddings", with_extra(payload, extra_body))
 
     def parse_embed(self, body: bytes, *, request_id: str | None) -> Embeddings:
-        """Embeddings in input order (sorted by ``index``); base64 vectors decoded."""
+        """Embeddings in input order (sorted by ``index``); base64 vectors decoded.
+
+        The indexes must be 0 .. n-1, each once (an item without one takes
+        its position); a duplicate or out-of-range index raises
+        InvalidResponse rather than pair a vector with the wrong input."""
         data = load_json(body, request_id=request_id, what="embeddings")
         with response_shape(body, request_id, "embeddings"):
             obj = as_dict(data)
-            items = sorted(
-                (as_dict(item) for item in as_list(obj["data"])),
-                key=lambda item: opt_int(item.get("index"), 0) or 0,
-            )
+            items = _in_index_order([as_dict(item) for item in as_list(obj["data"])])
             return Embeddings(
                 vectors=tuple(_vector(item["embedding"]) for item in items),
                 model=str(obj.get("model") or ""),
@@ -231,15 +232,34 @@ def _completion(
     data = load_json(body, request_id=request_id, what=what)
     with response_shape(body, request_id, what):
         obj = as_dict(data)
+        choices = as_list(obj["choices"])
+        if not choices:
+            raise ValueError("no choices")
         return ChatCompletion(
             id=str(obj.get("id") or ""),
             model=str(obj.get("model") or ""),
-            choices=tuple(choice(i, as_dict(c)) for i, c in enumerate(as_list(obj["choices"]))),
+            choices=tuple(choice(i, as_dict(c)) for i, c in enumerate(choices)),
             usage=parse_usage(obj.get("usage")),
             created=opt_int(obj.get("created")),
             request_id=request_id,
             raw=obj,
         )
+
+
+def _in_index_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """*items* placed by their ``index``; ValueError unless the indexes are
+    0 .. len-1, each once."""
+    placed: list[dict[str, Any] | None] = [None] * len(items)
+    for position, item in enumerate(items):
+        index = opt_int(item.get("index"))
+        if index is None:
+            index = position
+        if not 0 <= index < len(items):
+            raise ValueError(f"embedding index {index} out of range for {len(items)} vectors")
+        if placed[index] is not None:
+            raise ValueError(f"duplicate embedding index {index}")
+        placed[index] = item
+    return [item for item in placed if item is not None]
 
 
 def _vector(value: Any) -> tuple[float, ...]:

@@ -134,3 +134,53 @@ def test_nan_temperature_fails_before_sending(raw: Answering) -> None:
         assert client.chat("m", HI, extra_body={"ok": [1.5, "x", None]}) is not None
     assert info.value.key == "temperature"
     assert raw.seen == 1
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def test_chat_with_no_choices_raises_invalid_response() -> None:
+    """A 200 chat body with ``choices: []`` raises InvalidResponse with the request id."""
+    body = b'{"id": "c1", "model": "m", "choices": []}'
+    with Answering(body, headers="x-request-id: req-empty\r\n") as server:
+        with llmpool.Client(server.url, api_key=KEY) as client:
+            with pytest.raises(exc.InvalidResponse) as info:
+                client.chat("m", HI)
+    assert info.value.request_id == "req-empty"
+    assert "choices" in info.value.body
+
+
+def test_embeddings_with_duplicate_indexes_raise_invalid_response() -> None:
+    """Embeddings whose indexes repeat raise InvalidResponse instead of misordered vectors."""
+    data = [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [2.0]}]
+    with Answering(json.dumps({"data": data, "model": "e"}).encode()) as server:
+        with llmpool.Client(server.url, api_key=KEY) as client:
+            with pytest.raises(exc.InvalidResponse, match="duplicate"):
+                client.embed("e", ["a", "b"])
+
+
+@pytest.mark.parametrize("status", ["500 Internal Server Error", "200 OK"])
+def test_a_huge_request_id_is_capped(status: str) -> None:
+    """A 10,000-character x-request-id is kept to MAX_REQUEST_ID_CHARS, on errors and results."""
+    header = "x-request-id: " + "r" * 10_000 + "\r\n"
+    with Answering(CHAT, status=status, headers=header) as server:
+        retry = llmpool.RetryPolicy(max_attempts=1)
+        with llmpool.Client(server.url, api_key=KEY, retry=retry) as client:
+            try:
+                request_id = client.chat("m", HI).request_id
+            except exc.InternalServerError as err:
+                request_id = err.request_id
+    assert request_id == "r" * exc.MAX_REQUEST_ID_CHARS
+
+
+@pytest.mark.parametrize("status", ["999 Odd", "600 Beyond", "302 Found", "150 Early"])
+def test_statuses_outside_5xx_are_generic_and_not_retried(status: str) -> None:
+    """A final status outside 2xx/4xx/5xx is a plain APIStatusError, sent once, not retried."""
+    with Answering(b'{"error": "odd"}', status=status) as server:
+        with llmpool.Client(server.url, api_key=KEY, sleep=lambda s: None) as client:
+            with pytest.raises(exc.APIStatusError) as info:
+                client.chat("m", HI)
+    assert type(info.value) is exc.APIStatusError
+    assert info.value.status_code == int(status.split(maxsplit=1)[0])
+    assert not info.value.retryable
+    assert server.seen == 1

@@ -32,6 +32,11 @@ def test_every_error_derives_from_root() -> None:
         (502, exc.InternalServerError),
         (529, exc.OverloadedError),
         (418, exc.APIStatusError),
+        (599, exc.InternalServerError),
+        (600, exc.APIStatusError),
+        (999, exc.APIStatusError),
+        (150, exc.APIStatusError),
+        (302, exc.APIStatusError),
     ],
 )
 def test_error_for_status_picks_class(status: int, cls: type) -> None:
@@ -51,6 +56,9 @@ def test_retryable_flags() -> None:
     assert exc.error_for_status(429, "x").retryable
     assert exc.error_for_status(503, "x").retryable
     assert not exc.error_for_status(501, "x").retryable
+    assert not exc.error_for_status(599, "x").retryable
+    for status in (150, 302, 600, 999):
+        assert not exc.error_for_status(status, "x").retryable
 
 
 def test_errors_pickle_with_context() -> None:

@@ -571,3 +571,57 @@ def test_other_error_event_shapes(provider: OpenAIProvider, raw: bytes, message:
     with pytest.raises(exc.StreamError) as info:
         run_stream(provider, raw)
     assert info.value.message == message
+
+
+@pytest.mark.parametrize("parse", ["parse_chat", "parse_complete"])
+def test_no_choices_raise_invalid_response(provider: OpenAIProvider, parse: str) -> None:
+    """A completion with ``choices: []`` is not a result: InvalidResponse with id and excerpt."""
+    body = b'{"id": "x", "model": "m", "choices": []}'
+    with pytest.raises(exc.InvalidResponse) as info:
+        getattr(provider, parse)(body, request_id="req_empty")
+    assert info.value.request_id == "req_empty"
+    assert info.value.body == body.decode()
+    assert "no choices" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("indexes", "problem"),
+    [([0, 0], "duplicate"), ([0, 2], "out of range"), ([-1, 0], "out of range"), ([1], "range")],
+)
+def test_embedding_indexes_must_cover_the_inputs_once(
+    provider: OpenAIProvider, indexes: list[int], problem: str
+) -> None:
+    """Duplicate or out-of-range embedding indexes raise InvalidResponse, never a silent mix-up."""
+    data = [{"index": i, "embedding": [float(n)]} for n, i in enumerate(indexes)]
+    body = json.dumps({"data": data, "model": "e"}).encode()
+    with pytest.raises(exc.InvalidResponse) as info:
+        provider.parse_embed(body, request_id="req_e")
+    assert problem in str(info.value)
+    assert info.value.request_id == "req_e" and info.value.body == body.decode()
+
+
+def test_embeddings_without_indexes_keep_their_order(provider: OpenAIProvider) -> None:
+    """Items without an index are taken in the order given."""
+    body = b'{"data": [{"embedding": [1]}, {"embedding": [2]}], "model": "e"}'
+    assert provider.parse_embed(body, request_id=None).vectors == ((1.0,), (2.0,))
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_embeddings_count_must_match_the_inputs(provider: OpenAIProvider, count: int) -> None:
+    """parse_embed_checked refuses a vector count other than the input count."""
+    body = b'{"data": [{"index": 0, "embedding": [1]}, {"index": 1, "embedding": [2]}]}'
+    assert len(provider.parse_embed_checked(body, request_id=None, inputs=2).vectors) == 2
+    with pytest.raises(exc.InvalidResponse) as info:
+        provider.parse_embed_checked(body, request_id="req_n", inputs=count)
+    assert f"2 vectors for {count} input" in str(info.value)
+    assert info.value.request_id == "req_n" and info.value.body == body.decode()
+
+
+def test_request_ids_are_capped(provider: OpenAIProvider) -> None:
+    """A huge request id from a header or an error body is cut to MAX_REQUEST_ID_CHARS."""
+    huge = "r" * 10_000
+    assert provider.request_id({"x-request-id": huge}) == "r" * exc.MAX_REQUEST_ID_CHARS
+    err = provider.parse_error(500, {}, json.dumps({"request_id": huge}).encode())
+    assert err.request_id == "r" * exc.MAX_REQUEST_ID_CHARS
+    err = exc.error_for_status(400, "x", request_id=huge)
+    assert err.request_id is not None and len(err.request_id) == exc.MAX_REQUEST_ID_CHARS
