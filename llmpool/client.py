@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 from llmpool.config import MemoryConfig, PoolConfig
 from llmpool.exceptions import (
@@ -28,6 +30,7 @@ from llmpool.models import CallContext, Embeddings, Request
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.transport import Response
 from llmpool.providers import Provider, load_provider
+from llmpool.redaction import check_headers, is_secret_header, redact_url
 from llmpool.retry import Deadline, RetryPolicy, next_delay, should_retry
 from llmpool.streaming import DEFAULT_MAX_TEXT, Stream
 
@@ -45,8 +48,12 @@ T = TypeVar("T")
 #: Default cap on a non-streamed response body (bytes).
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
-#: Headers that never follow a redirect to another host.
-_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
+#: How much of an error (non-2xx) body is read for its message; the rest is
+#: dropped, so a large error body never turns a retryable status into
+#: ResponseTooLarge.
+ERROR_BODY_BYTES = 64 * 1024
+
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class _Attempts:
@@ -87,13 +94,18 @@ class _Attempts:
             raise self.deadline.exceeded(attempts=self.made - 1)
         return self.deadline.clamp(self.timeout)
 
+    def check_deadline(self, err: LLMPoolError) -> None:
+        """Raise DeadlineExceeded (caused by *err*) when a transport error
+        struck after the deadline was spent."""
+        if isinstance(err, TransportError) and self.deadline.expired():
+            raise self.deadline.exceeded(attempts=self.made, last_error=err) from err
+
     def wait_or_raise(self, err: LLMPoolError) -> None:
         """Sleep before the next attempt, or raise *err* (or DeadlineExceeded)."""
         client = self.client
         if isinstance(err, DeadlineExceeded):
             raise err
-        if self.deadline.expired() and isinstance(err, TransportError):
-            raise self.deadline.exceeded(attempts=self.made, last_error=err) from err
+        self.check_deadline(err)
         if not should_retry(client._retry, err, self.made):
             raise err
         delay = next_delay(client._retry, self.made, err)
@@ -155,29 +167,25 @@ class Client:
         provider_options: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"base_url must be an http(s) URL, got {base_url!r}", key="base_url", value=base_url
-            )
         if transport not in ("urllib3", "requests"):
             raise ConfigError(
                 f"transport must be 'urllib3' or 'requests', got {transport!r}",
                 key="transport",
                 value=transport,
             )
-        self.base_url = base_url.rstrip("/")
+        self.base_url, self._url_prefix, self._url_query = _parse_base_url(base_url)
         self._provider = load_provider(
             provider,
             api_key=api_key,
             default_headers=default_headers,
             **dict(provider_options or {}),
         )
-        self._retry = retry if retry is not None else RetryPolicy()
-        self._timeout = timeout
-        self._deadline = _check_seconds("deadline", deadline)
-        self._max_response_bytes = max_response_bytes
-        self._max_stream_text = max_stream_text
-        self._follow_redirects = follow_redirects
+        self._retry = _check_option("retry", retry if retry is not None else RetryPolicy())
+        self._timeout = _check_option("timeout", timeout)
+        self._deadline = _check_option("deadline", deadline)
+        self._max_response_bytes = _check_option("max_response_bytes", max_response_bytes)
+        self._max_stream_text = _check_option("max_stream_text", max_stream_text)
+        self._follow_redirects = _check_option("follow_redirects", follow_redirects)
         self._sleep = sleep
         # Guards _counters only (microseconds; no I/O under it).
         self._lock = threading.Lock()
@@ -238,9 +246,9 @@ class Client:
         _FORK_WATCH.add(clone)
         for name in allowed & set(overrides):
             value = overrides[name]
-            if name == "deadline":
-                value = _check_seconds("deadline", value)
-            setattr(clone, f"_{name}", value)
+            if name == "retry" and value is None:
+                value = RetryPolicy()
+            setattr(clone, f"_{name}", _check_option(name, value))
         if "default_headers" in overrides:
             clone._provider = self._provider.with_headers(overrides["default_headers"])
         return clone
@@ -427,7 +435,8 @@ class Client:
 
     def __repr__(self) -> str:
         return (
-            f"<llmpool.Client provider={self._provider.name!r} base_url={self.base_url!r} "
+            f"<llmpool.Client provider={self._provider.name!r} "
+            f"base_url={redact_url(self.base_url)!r} "
             f"transport={self.transport!r}>"
         )
 
@@ -445,30 +454,26 @@ class Client:
         extra_headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> Any:
-        """Run one call: plugins, admission, the retry loop, accounting."""
+        """Run one call: plugins, admission, the retry loop, accounting.
+
+        The deadline starts here: plugin hooks, waits for a connection, reads
+        and retries all spend it.
+        """
+        budget = Deadline.after(
+            self._deadline if deadline is None else _check_option("deadline", deadline)
+        )
+        if timeout is not None:
+            timeout = _check_option("timeout", timeout)
         ctx = CallContext(operation=operation, model=model, provider=self._provider.name)
         request = self._prepare(request, extra_headers, idempotency_key)
         plugins = self._plugins
         if plugins is not None and plugins.has("before_request"):
-            answer = plugins.before_request(ctx, request)
-            if isinstance(answer, Request):
-                request = answer
-            elif answer is not None:  # answered without the network (a cache hit)
-                self._count("calls")
-                if plugins.has("after_response"):
-                    replaced = plugins.after_response(ctx, request, answer)
-                    answer = answer if replaced is None else replaced
+            request, answer = self._before_request(plugins, ctx, request, budget)
+            if answer is not None:
                 return answer
         if self._memory is not None:
             self._memory.admit(operation)
-        attempts = _Attempts(
-            self,
-            ctx,
-            Deadline.after(
-                self._deadline if deadline is None else _check_seconds("deadline", deadline)
-            ),
-            timeout if timeout is not None else self._timeout,
-        )
+        attempts = _Attempts(self, ctx, budget, timeout if timeout is not None else self._timeout)
         self._count("calls")
         try:
             if request.stream:
@@ -479,11 +484,45 @@ class Client:
             raise
         if plugins is not None and plugins.has("after_response"):
             replaced = plugins.after_response(ctx, request, result)
+            if budget.expired():
+                self._overran(ctx, request, budget, "after_response", attempts.made)
             if replaced is not None:
                 result = replaced
         if self._memory is not None:
             self._memory.account(operation, model, received, len(request.body or b""), ctx.elapsed)
         return result
+
+    def _before_request(
+        self, plugins: PluginManager, ctx: CallContext, request: Request, budget: Deadline
+    ) -> tuple[Request, Any]:
+        """Run ``before_request``: ``(request, None)`` to go on (the request maybe
+        changed), or ``(request, answer)`` when a plugin answered (a cache hit)."""
+        answer = plugins.before_request(ctx, request)
+        if budget.expired():
+            self._count("calls")
+            self._overran(ctx, request, budget, "before_request", 0)
+        if isinstance(answer, Request):
+            return answer, None
+        if answer is not None:
+            self._count("calls")
+            if plugins.has("after_response"):
+                replaced = plugins.after_response(ctx, request, answer)
+                answer = answer if replaced is None else replaced
+        return request, answer
+
+    def _overran(
+        self, ctx: CallContext, request: Request, budget: Deadline, hook: str, attempts: int
+    ) -> NoReturn:
+        """A plugin hook spent the rest of the deadline: report it, fail the call."""
+        log.warning("plugin hook %s overran the call's deadline of %ss", hook, budget.seconds)
+        err = DeadlineExceeded(
+            f"deadline of {budget.seconds}s exceeded: plugin hook {hook} overran it",
+            deadline=budget.seconds,
+            attempts=attempts,
+            last_error=None,
+        )
+        self._failed(ctx, request, err)
+        raise err
 
     def _prepare(
         self, request: Request, extra: Mapping[str, str] | None, idempotency_key: str | None
@@ -492,57 +531,82 @@ class Client:
         request (which already carries the provider's headers)."""
         headers = dict(request.headers)
         if extra:
+            check_headers(extra, key="extra_headers")
             headers.update(extra)
         if request.method == "POST":
+            if idempotency_key is not None:
+                check_headers({"Idempotency-Key": idempotency_key}, key="idempotency_key")
             headers["Idempotency-Key"] = idempotency_key or f"llmpool-{os.urandom(16).hex()}"
         return request.replace(headers=headers)
+
+    def _url(self, path: str) -> str:
+        """The URL of a request *path*, keeping the base URL's query string."""
+        if not self._url_query:
+            return self._url_prefix + path
+        return f"{self._url_prefix}{path}{'&' if '?' in path else '?'}{self._url_query}"
 
     def _send_once(
         self, ctx: CallContext, request: Request, parse: Callable[..., T], timeout: float | None
     ) -> tuple[T, int]:
         """One attempt of a non-streamed call: send, read, classify, parse."""
         response = self._exchange(ctx, request, timeout)
+        if not 200 <= response.status < 300:
+            raise self._status_error(response)
         request_id = self._provider.request_id(response.headers)
         try:
             body = response.read(max_bytes=self._max_response_bytes)
         except ResponseTooLarge as err:
             err.request_id = request_id
             raise
-        if not 200 <= response.status < 300:
-            raise self._provider.parse_error(response.status, response.headers, body)
         return parse(body, request_id=request_id), len(body)
+
+    def _status_error(self, response: Response) -> LLMPoolError:
+        """The typed error for a non-2xx *response*, from at most
+        ERROR_BODY_BYTES of its body (the rest is dropped with the connection)."""
+        try:
+            body = response.read(max_bytes=ERROR_BODY_BYTES)
+        except ResponseTooLarge:
+            body = b""  # too large to be an error message: the status still counts
+        except LLMPoolError as err:
+            return err
+        return self._provider.parse_error(response.status, response.headers, body)
 
     def _exchange(self, ctx: CallContext, request: Request, timeout: float | None) -> Response:
         """Send *request* and return the response with its headers read."""
         response: Response = self._transport.request(
             request.method,
-            self.base_url + request.path,
+            self._url(request.path),
             body=request.body,
             headers=request.headers,
             timeout=timeout,
             stream=True,
             pool_timeout=timeout,
         )
-        if self._follow_redirects and response.status in (301, 302, 303, 307, 308):
+        if self._follow_redirects and response.status in _REDIRECTS:
             response = self._follow(request, response, timeout)
         ctx.connection_reused = response.connection_reused
         ctx.status_code = response.status
         return response
 
     def _follow(self, request: Request, response: Response, timeout: float | None) -> Response:
-        """Follow up to five redirects; secrets never go to another host."""
-        from urllib.parse import urljoin, urlsplit
-
-        url = self.base_url + request.path
+        """Follow up to five redirects. Credentials never leave the origin they
+        were meant for: on any change of scheme, host or port every secret
+        header (:func:`llmpool.redaction.is_secret_header`: Authorization,
+        Cookie, key and token headers, the provider's ``secret_headers``) is
+        dropped, and they never go back, even if a
+        later redirect returns to the first origin."""
+        url = self._url(request.path)
         headers = dict(request.headers)
+        origin = _origin(url)
+        declared = tuple(getattr(self._provider, "secret_headers", ()))
         for _ in range(5):
             location = response.header("location")
-            if not location or response.status not in (301, 302, 303, 307, 308):
+            if not location or response.status not in _REDIRECTS:
                 return response
             response.drain()
             target = urljoin(url, location)
-            if urlsplit(target).netloc != urlsplit(url).netloc:
-                headers = {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+            if _origin(target) != origin:
+                headers = {k: v for k, v in headers.items() if not is_secret_header(k, declared)}
             url = target
             response = self._transport.request(
                 request.method,
@@ -561,8 +625,7 @@ class Client:
         def open_attempt(timeout: float | None) -> Response:
             response = self._exchange(ctx, request, timeout)
             if not 200 <= response.status < 300:
-                body = response.read(max_bytes=self._max_response_bytes)
-                raise self._provider.parse_error(response.status, response.headers, body)
+                raise self._status_error(response)
             return response
 
         return Stream(
@@ -574,6 +637,7 @@ class Client:
             plugins=self._plugins,
             on_done=self._stream_done,
             max_text=self._max_stream_text,
+            check_deadline=attempts.check_deadline,
         )
 
     def _stream_done(
@@ -603,12 +667,117 @@ class Client:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_seconds(name: str, value: float | None) -> float | None:
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _seconds(name: str, value: Any) -> float | None:
+    """None, or a finite number of seconds > 0."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{name} must be a number > 0, got {value!r}", key=name, value=value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(
+            f"{name} must be a finite number of seconds > 0 or None, got {value!r}",
+            key=name,
+            value=value,
+        )
     return float(value)
+
+
+def _byte_count(name: str, value: Any, *, optional: bool = False) -> int | None:
+    """A whole number > 0 (or None when *optional*)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        allowed = "an int > 0" + (" or None" if optional else "")
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}", key=name, value=value)
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}", key=name, value=value)
+    return value
+
+
+def _policy(name: str, value: Any) -> RetryPolicy:
+    if not isinstance(value, RetryPolicy):
+        raise ConfigError(
+            f"{name} must be a llmpool.RetryPolicy, got {type(value).__name__}", key=name
+        )
+    return value
+
+
+#: How each client option is checked (construction, with_options and per call).
+_OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "timeout": _seconds,
+    "deadline": _seconds,
+    "max_response_bytes": _byte_count,
+    "max_stream_text": lambda name, value: _byte_count(name, value, optional=True),
+    "follow_redirects": _flag,
+    "retry": _policy,
+}
+
+
+def _check_option(name: str, value: Any) -> Any:
+    """*value* checked as client option *name*; ConfigError naming it otherwise."""
+    return _OPTION_CHECKS[name](name, value)
+
+
+def _parse_base_url(base_url: Any) -> tuple[str, str, str]:
+    """``(base_url, prefix, query)``: the URL as shown (scheme in lower case, no
+    trailing slash), what request paths are appended to, and a query string
+    that every request keeps (``?api-version=...``).
+
+    Refuses what cannot work: not http(s), no host, a bad port, a fragment,
+    and credentials in the URL (they would be shown in every error and
+    repr, and an API key header is the way to authenticate; use
+    ``default_headers`` for Basic auth). The error never shows a password.
+    """
+    if not isinstance(base_url, str):
+        raise ConfigError(
+            f"base_url must be an http(s) URL string, got {type(base_url).__name__}",
+            key="base_url",
+        )
+    shown = redact_url(base_url)
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"base_url {shown!r} {why}", key="base_url")
+
+    try:
+        parts = urlsplit(base_url.strip())
+        port = parts.port
+    except ValueError:
+        raise refuse("has an invalid host or port") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise refuse("must start with http:// or https://")
+    if not parts.hostname:
+        raise refuse("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise refuse(
+            "holds credentials (user:password@): pass api_key, or an Authorization "
+            "header in default_headers"
+        )
+    if parts.fragment or base_url.rstrip().endswith("#"):
+        raise refuse("has a #fragment, which HTTP never sends")
+    if port == 0:
+        raise refuse("has port 0")
+    prefix = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    shown_url = prefix + (f"?{parts.query}" if parts.query else "")
+    return shown_url, prefix, parts.query
 
 
 def _make_pool(pool: ConnectionPool | PoolConfig | None) -> tuple[ConnectionPool, bool]:

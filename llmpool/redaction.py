@@ -42,6 +42,9 @@ SECRET_HEADERS = frozenset(
 #: Words that make any other header name count as secret when masking output.
 _SECRET_WORDS = ("key", "token", "secret", "auth", "cookie", "password", "credential", "signature")
 
+#: Names that hold a key-like word but no credential.
+_NOT_SECRET = frozenset({"idempotency-key"})
+
 #: Query parameters masked in a URL shown to a person.
 _SECRET_PARAMS = re.compile(r"key|token|secret|sig|password|auth", re.IGNORECASE)
 
@@ -58,6 +61,8 @@ def is_secret_header(name: str, declared: Iterable[str] = ()) -> bool:
     """Whether header *name* holds a credential: a known name, one the provider
     *declared*, or a name containing a word such as ``key`` or ``token``."""
     lower = name.lower()
+    if lower in _NOT_SECRET:
+        return False
     if lower in SECRET_HEADERS or lower in {d.lower() for d in declared}:
         return True
     return any(word in lower for word in _SECRET_WORDS)

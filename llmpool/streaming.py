@@ -9,6 +9,8 @@ decodes UTF-8 once per event, never byte by byte.
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -26,6 +28,8 @@ from llmpool.exceptions import (
 from llmpool.models import CallContext, ChatChunk, Usage
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "SSEDecoder", "SSEEvent", "Stream"]
+
+log = logging.getLogger(__name__)
 
 #: The longest line (or event data) the decoder buffers before giving up: 1 MiB.
 DEFAULT_MAX_LINE_BYTES = 1 << 20
@@ -244,7 +248,7 @@ class _StreamParser(Protocol):
 
 
 class _StreamProvider(Protocol):
-    def stream_parser(self) -> Any: ...
+    def stream_parser(self, *, request_id: str | None = None) -> Any: ...
 
     def request_id(self, headers: Mapping[str, str]) -> str | None: ...
 
@@ -279,6 +283,9 @@ class Stream:
     Confined to the thread that made it. Use it as a context manager: its
     connection goes back to the pool when the stream is exhausted, closed,
     left early (``break`` or an exception in the ``with`` block) or fails.
+    A stream left without ``with`` or ``close()`` gives its connection back
+    (and ``on_stream_end`` fires) as soon as the last reference to it is
+    dropped: nothing waits for the garbage collector.
     After the final marker (``[DONE]`` or ``message_stop``) the rest of the
     body is drained so the connection is reused, not dropped.
 
@@ -287,14 +294,17 @@ class Stream:
     A stream that ends without its final marker raises
     :class:`~llmpool.exceptions.IncompleteStream`; a dropped connection raises
     :class:`~llmpool.exceptions.StreamInterrupted` (a stall past the read
-    timeout raises :class:`~llmpool.exceptions.ReadTimeout`); each carries
-    ``text``, what arrived before it.
+    timeout raises :class:`~llmpool.exceptions.ReadTimeout`, and one past the
+    call's deadline :class:`~llmpool.exceptions.DeadlineExceeded`); each
+    carries ``text``, what arrived before it, and the ``request_id``.
 
     Memory stays bounded however long the answer: ``text`` keeps the whole
     answer up to the client's ``max_stream_text`` characters (1 Mi by
     default), then only its last 64 Ki characters (at most half the limit;
     ``text_truncated`` says so). Every chunk still reaches the caller whole.
     """
+
+    __slots__ = ("__weakref__", "_chunks", "_core")
 
     def __init__(
         self,
@@ -307,64 +317,57 @@ class Stream:
         plugins: Any = None,
         on_done: Callable[[CallContext, Any, int, LLMPoolError | None], None] | None = None,
         max_text: int | None = DEFAULT_MAX_TEXT,
+        check_deadline: Callable[[LLMPoolError], None] | None = None,
     ) -> None:
-        self._ctx = ctx
-        self._request = request
-        self._provider = provider
-        self._open = open_response
-        self._retry = retry
-        self._plugins = plugins
-        self._on_done = on_done
-        self._parts: list[str] = []
-        self._kept = 0  # characters in _parts
-        self._max_text = max_text
-        #: Whether ``text`` lost its beginning (the answer outgrew ``max_text``).
-        self.text_truncated = False
-        self._delivered = False
-        self._received = 0
-        self._ended = False
-        self._parser: _StreamParser | None = None
-        self._response: _Response | None = open_response()
-        self.request_id = provider.request_id(self._response.headers)
-        self._chunks = self._generate()
+        # The state lives in a core that never refers back to this object, and
+        # the generator refers only to the core: no reference cycle, so
+        # dropping the last reference to a stream runs __del__ at once.
+        self._core = _StreamCore(
+            owner=self,
+            ctx=ctx,
+            request=request,
+            provider=provider,
+            open_response=open_response,
+            retry=retry,
+            plugins=plugins,
+            on_done=on_done,
+            max_text=max_text,
+            check_deadline=check_deadline,
+        )
+        self._chunks = self._core.generate()
 
-    # -- what the caller reads ---------------------------------------------------------
+    @property
+    def request_id(self) -> str | None:
+        """The server's request id (of the attempt being read)."""
+        return self._core.request_id
 
     @property
     def text(self) -> str:
         """The text received so far; only its last characters when it outgrew
         the client's ``max_stream_text`` (then ``text_truncated`` is True)."""
-        return "".join(self._parts)
+        return "".join(self._core.parts)
 
-    def _keep(self, delta: str) -> None:
-        """Keep *delta* for ``text``, bounded: past the limit only a tail stays,
-        so a huge answer read chunk by chunk is never held whole."""
-        self._parts.append(delta)
-        self._kept += len(delta)
-        limit = self._max_text
-        if limit is None:
-            return
-        keep = min(_TAIL_CHARS, max(1, limit // 2))
-        if self._kept > (keep * 2 if self.text_truncated else limit):
-            tail = "".join(self._parts)[-keep:]
-            self._parts = [tail]
-            self._kept = len(tail)
-            self.text_truncated = True
+    @property
+    def text_truncated(self) -> bool:
+        """Whether ``text`` lost its beginning (the answer outgrew ``max_stream_text``)."""
+        return self._core.text_truncated
 
     @property
     def finish_reason(self) -> str | None:
         """The finish reason, once the server sent it."""
-        return self._parser.finish_reason if self._parser is not None else None
+        parser = self._core.parser
+        return parser.finish_reason if parser is not None else None
 
     @property
     def usage(self) -> Usage | None:
         """Token usage, when the server reported it (at the end)."""
-        return self._parser.usage if self._parser is not None else None
+        parser = self._core.parser
+        return parser.usage if parser is not None else None
 
     @property
     def closed(self) -> bool:
         """Whether the stream has ended and its connection went back."""
-        return self._ended
+        return self._core.ended
 
     def __iter__(self) -> Iterator[ChatChunk]:
         return self._chunks
@@ -381,11 +384,82 @@ class Stream:
     def close(self) -> None:
         """End the stream now and give its connection back. Idempotent."""
         self._chunks.close()
-        self._end(None)
+        self._core.end(None, self)
+
+    def __del__(self) -> None:
+        core = getattr(self, "_core", None)
+        if core is not None and not core.ended:
+            try:
+                self.close()
+            except Exception:  # a finalizer must not raise; the connection is closed anyway
+                log.debug("closing an abandoned stream failed", exc_info=True)
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = "closed" if core.ended else "open"
+        return f"<Stream {state} request_id={core.request_id!r} kept_chars={core.kept}>"
+
+
+class _StreamCore:
+    """The state and the reading of one :class:`Stream`; refers to its stream
+    only weakly. Confined to the stream's thread."""
+
+    def __init__(
+        self,
+        *,
+        owner: Stream,
+        ctx: CallContext,
+        request: Any,
+        provider: _StreamProvider,
+        open_response: Callable[[], _Response],
+        retry: Callable[[LLMPoolError], None],
+        plugins: Any,
+        on_done: Callable[[CallContext, Any, int, LLMPoolError | None], None] | None,
+        max_text: int | None,
+        check_deadline: Callable[[LLMPoolError], None] | None,
+    ) -> None:
+        self._owner = weakref.ref(owner)
+        self._ctx = ctx
+        self._request = request
+        self._provider = provider
+        self._open = open_response
+        self._retry = retry
+        self._check_deadline = check_deadline
+        self._plugins = plugins
+        self._on_done = on_done
+        self.parts: list[str] = []
+        self.kept = 0  # characters in parts
+        self._max_text = max_text
+        self.text_truncated = False
+        self._delivered = False
+        self._received = 0
+        self.ended = False
+        self.parser: _StreamParser | None = None
+        self._response: _Response | None = open_response()
+        self.request_id = provider.request_id(self._response.headers)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def _keep(self, delta: str) -> None:
+        """Keep *delta* for ``text``, bounded: past the limit only a tail stays,
+        so a huge answer read chunk by chunk is never held whole."""
+        self.parts.append(delta)
+        self.kept += len(delta)
+        limit = self._max_text
+        if limit is None:
+            return
+        keep = min(_TAIL_CHARS, max(1, limit // 2))
+        if self.kept > (keep * 2 if self.text_truncated else limit):
+            tail = "".join(self.parts)[-keep:]
+            self.parts = [tail]
+            self.kept = len(tail)
+            self.text_truncated = True
 
     # -- the work ----------------------------------------------------------------------
 
-    def _generate(self) -> Generator[ChatChunk, None, None]:
+    def generate(self) -> Generator[ChatChunk, None, None]:
         try:
             while True:
                 try:
@@ -395,24 +469,28 @@ class Stream:
                     self._release()
                     err.delivered = self._delivered  # type: ignore[attr-defined]
                     err.text = self.text  # type: ignore[attr-defined]
+                    if getattr(err, "request_id", None) is None:
+                        err.request_id = self.request_id  # type: ignore[attr-defined]
                     if self._delivered:
+                        if self._check_deadline is not None:
+                            self._check_deadline(err)  # DeadlineExceeded once it is spent
                         raise
                     self._retry(err)  # sleeps, or raises
                     self._response = self._open()
                     self.request_id = self._provider.request_id(self._response.headers)
         except LLMPoolError as err:
-            self._end(err)
+            self.end(err, None)
             raise
         finally:
             self._release()
-        self._end(None)
+        self.end(None, None)
 
     def _read_attempt(self) -> Iterator[ChatChunk]:
         response = self._response
         assert response is not None
         decoder = SSEDecoder()
-        parser: _StreamParser = self._provider.stream_parser()
-        self._parser = parser
+        parser: _StreamParser = self._provider.stream_parser(request_id=self.request_id)
+        self.parser = parser
         plugins = self._plugins
         on_chunk = (
             plugins.on_stream_chunk
@@ -477,16 +555,13 @@ class Stream:
         if response is not None:
             response.close()
 
-    def _end(self, error: LLMPoolError | None) -> None:
-        if self._ended:
+    def end(self, error: LLMPoolError | None, stream: Stream | None) -> None:
+        """The stream ended (*stream*: the Stream, when the caller closed it)."""
+        if self.ended:
             return
-        self._ended = True
+        self.ended = True
         self._release()
         if self._plugins is not None and self._plugins.has("on_stream_end"):
-            self._plugins.on_stream_end(self._ctx, self)
+            self._plugins.on_stream_end(self._ctx, stream or self._owner())
         if self._on_done is not None:
             self._on_done(self._ctx, self._request, self._received, error)
-
-    def __repr__(self) -> str:
-        state = "closed" if self._ended else "open"
-        return f"<Stream {state} request_id={self.request_id!r} kept_chars={self._kept}>"
