@@ -48,8 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(command: str, error: BaseException | str, code: int = 1) -> int:
-    print(f"llmpool {command}: {error}", file=sys.stderr)
+    print(f"llmpool {command}: {_scrub(str(error))}", file=sys.stderr)
     return code
+
+
+def _scrub(text: str) -> str:
+    """*text* with every URL in it shown without user, password or credential
+    parameters (an error may quote the URL it failed on)."""
+    import re
+
+    from llmpool.redaction import redact_url
+
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+", lambda m: redact_url(m[0]), text)
 
 
 # --------------------------------------------------------------------------- demo

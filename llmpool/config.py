@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from llmpool.exceptions import ConfigError
-from llmpool.redaction import check_headers, is_secret_header, mask, mask_headers
+from llmpool.redaction import check_headers, is_secret_header, mask, mask_headers, redact_url
 
 __all__ = [
     "ENV_VARS",
@@ -57,6 +57,15 @@ def _fail(attribute: attrs.Attribute[Any], value: Any, expected: str) -> ConfigE
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _url_repr(value: Any) -> str:
+    """repr of a URL with its user, password and credential parameters masked."""
+    return repr(redact_url(value)) if isinstance(value, str) else repr(value)
+
+
+def _holds_credentials(url: Any) -> bool:
+    return isinstance(url, str) and redact_url(url) != url
 
 
 def positive_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -168,7 +177,7 @@ class PoolConfig:
     key_file: str | None = attrs.field(default=None, validator=optional_str)
     #: An HTTP(S) proxy for every host (its credentials are never logged).
     proxy_url: str | None = attrs.field(
-        default=None, validator=optional_str, repr=False, metadata=SECRET
+        default=None, validator=optional_str, repr=_url_repr, metadata=SECRET
     )
 
     def __attrs_post_init__(self) -> None:
@@ -274,7 +283,7 @@ def _str_tuple(value: Any) -> tuple[str, ...]:
 class ClientSettings:
     """The ``client`` section: where to send calls and how long they may take."""
 
-    base_url: str | None = attrs.field(default=None, validator=optional_str)
+    base_url: str | None = attrs.field(default=None, validator=optional_str, repr=_url_repr)
     api_key: str | None = attrs.field(
         default=None, validator=optional_str, repr=False, metadata=SECRET
     )
@@ -350,7 +359,8 @@ class ClientConfig:
         """The effective configuration as plain data, secrets masked by default:
         the API key, every header that holds a credential (by name, see
         :func:`llmpool.redaction.is_secret_header`, plus *secret_headers*, the
-        ones the provider declares) and the proxy URL."""
+        ones the provider declares), and the user, password and credential
+        query parameters of ``base_url`` and ``proxy_url``."""
         out = attrs.asdict(self, recurse=True, filter=lambda a, _v: a.name != "source")
         client = out["client"]
         client["retry"] = attrs.asdict(self.client.retry)
@@ -358,8 +368,11 @@ class ClientConfig:
         if mask_secrets:
             if client["api_key"]:
                 client["api_key"] = mask(client["api_key"])
-            if out["connection_pool"].get("proxy_url"):
-                out["connection_pool"]["proxy_url"] = "***"
+            if client["base_url"]:
+                client["base_url"] = redact_url(client["base_url"])
+            pool = out["connection_pool"]
+            if pool.get("proxy_url"):
+                pool["proxy_url"] = redact_url(pool["proxy_url"])
             client["default_headers"] = mask_headers(client["default_headers"], secret_headers)
         return out
 
@@ -592,6 +605,8 @@ def _secret_keys(data: Mapping[str, Any]) -> list[str]:
     if isinstance(client, dict):
         if client.get("api_key"):
             found.append("client.api_key")
+        if _holds_credentials(client.get("base_url")):
+            found.append("client.base_url")
         headers = client.get("default_headers")
         if isinstance(headers, dict):
             found += [
@@ -599,6 +614,9 @@ def _secret_keys(data: Mapping[str, Any]) -> list[str]:
                 for name in headers
                 if isinstance(name, str) and is_secret_header(name)
             ]
+    pool = data.get("connection_pool")
+    if isinstance(pool, dict) and _holds_credentials(pool.get("proxy_url")):
+        found.append("connection_pool.proxy_url")
     return found
 
 

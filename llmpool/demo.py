@@ -24,6 +24,7 @@ import attrs
 from llmpool.client import Client
 from llmpool.config import MemoryConfig, PoolConfig
 from llmpool.exceptions import LLMPoolError
+from llmpool.redaction import redact_url
 
 __all__ = ["DemoOptions", "render", "run_demo"]
 
@@ -56,14 +57,27 @@ def run_demo(options: DemoOptions, progress: Progress | None = None) -> dict[str
     """Run the workload (and the unpooled baseline) and return the report as plain data."""
     with _target(options) as (base_url, ca_file, server_info):
         report: dict[str, Any] = {
-            "options": attrs.asdict(options, filter=lambda a, _: a.name != "api_key"),
-            "server": server_info,
+            "options": _shown_options(options),
+            "server": _shown_server(server_info),
         }
         report["pooled"] = _run(options, base_url, ca_file, pooled=True, progress=progress)
         if options.baseline:
             report["unpooled"] = _run(options, base_url, ca_file, pooled=False, progress=progress)
             report["gain"] = _gain(report["pooled"], report["unpooled"])
     return report
+
+
+def _shown_options(options: DemoOptions) -> dict[str, Any]:
+    """The options as the report shows them: no API key, no password in the URL."""
+    shown = attrs.asdict(options, filter=lambda a, _: a.name != "api_key")
+    if shown["base_url"]:
+        shown["base_url"] = redact_url(shown["base_url"])
+    return shown
+
+
+def _shown_server(info: dict[str, Any]) -> dict[str, Any]:
+    """The server description as the report shows it (no password in the URL)."""
+    return {**info, "base_url": redact_url(info["base_url"])}
 
 
 @contextlib.contextmanager

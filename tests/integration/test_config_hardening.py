@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 import llmpool
 from llmpool import ConfigError
+from llmpool.testing import MockLLMServer
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -109,3 +111,52 @@ def test_check_config_without_base_url_still_validates(tmp_path: Path) -> None:
     result = run("check-config", str(path))
     assert result.returncode == 0, result.stderr
     assert "client.base_url is not set" in result.stderr
+
+
+# --------------------------------------------------------------------------- passwords in URLs
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_check_config_masks_proxy_credentials(tmp_path: Path) -> None:
+    """check-config shows the proxy's host but not its user and password."""
+    path = write(
+        tmp_path,
+        "client: {base_url: 'http://127.0.0.1:9/v1'}\n"
+        "connection_pool: {proxy_url: 'http://pu:proxypass@127.0.0.1:3128'}\n",
+    )
+    result = run("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "proxy_url: http://***@127.0.0.1:3128" in result.stdout
+    assert "proxypass" not in result.stdout + result.stderr
+
+
+def test_check_config_never_shows_a_password_in_base_url(tmp_path: Path) -> None:
+    """A password in base_url appears neither in check-config's output nor in its error."""
+    path = write(tmp_path, "client: {base_url: 'http://user:pa55word@127.0.0.1:9/v1'}\n")
+    result = run("check-config", str(path))
+    assert "pa55word" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_chat_error_never_shows_a_password_in_base_url() -> None:
+    """`llmpool chat` against a URL with a password reports the failure without the password."""
+    url = f"http://user:pa55word@127.0.0.1:{closed_port()}/v1"
+    result = run("chat", "hello", "--model", "m", "--base-url", url)
+    assert result.returncode == 1
+    assert "llmpool chat:" in result.stderr and "127.0.0.1" in result.stderr
+    assert "pa55word" not in result.stdout + result.stderr
+
+
+def test_demo_never_shows_a_password_in_base_url(mock_server: MockLLMServer) -> None:
+    """`llmpool demo --json` and its text report never show a password given in --base-url."""
+    url = mock_server.base_url.replace("http://", "http://user:pa55word@")
+    quick = ("--calls", "4", "--threads", "2", "--no-baseline", "--plugins", "")
+    for extra in (("--json",), ()):
+        result = run("demo", *quick, *extra, "--base-url", url, "--model", "m")
+        assert "pa55word" not in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr

@@ -104,3 +104,35 @@ def test_to_dict_masks_the_api_key_like_the_rest_of_the_package() -> None:
         == "***"
     )
     assert load_config({}, environ={}).to_dict()["client"]["api_key"] is None
+
+
+def test_to_dict_and_repr_mask_url_credentials() -> None:
+    """base_url and proxy_url keep their host but lose user and password in to_dict and repr."""
+    config = load_config(
+        {
+            "client": {"base_url": "http://user:pa55word@llm.example/v1"},
+            "connection_pool": {"proxy_url": "http://pu:proxypass@proxy.example:3128"},
+        },
+        environ={},
+    )
+    shown = config.to_dict()
+    assert shown["client"]["base_url"] == "http://***@llm.example/v1"
+    assert shown["connection_pool"]["proxy_url"] == "http://***@proxy.example:3128"
+    for text in (str(shown), repr(config)):
+        assert "pa55word" not in text and "proxypass" not in text
+    assert "llm.example" in repr(config)
+
+
+def test_credentials_in_a_url_of_a_readable_file_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password in base_url or proxy_url of a readable file is warned about, not shown."""
+    text = (
+        "client: {base_url: 'http://user:pa55word@llm.example/v1'}\n"
+        "connection_pool: {proxy_url: 'http://pu:proxypass@proxy.example:3128'}\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="llmpool"):
+        load_config(write(tmp_path, text, 0o644), environ={})
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "client.base_url" in messages and "connection_pool.proxy_url" in messages
+    assert "pa55word" not in messages and "proxypass" not in messages

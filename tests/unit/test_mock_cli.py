@@ -67,3 +67,15 @@ def test_options_map_to_settings() -> None:
     assert (options["seed"], options["close_after_requests"]) == (9, 4)
     assert (options["drop_after_requests"], options["idle_timeout"]) == (5, 1.5)
     assert (options["tool_call"], options["tool_arguments"]) == ("t", '{"x": 1}')
+
+
+def test_demo_report_options_hide_credentials() -> None:
+    """The demo report's options carry no API key and no password from --base-url."""
+    from llmpool.demo import DemoOptions, _shown_options, _shown_server
+
+    options = DemoOptions(base_url="http://user:pa55word@llm.example/v1", api_key="sk-demo-secret")
+    shown = _shown_options(options)
+    assert "api_key" not in shown
+    assert shown["base_url"] == "http://***@llm.example/v1"
+    server = _shown_server({"kind": "external", "base_url": options.base_url})
+    assert server["base_url"] == "http://***@llm.example/v1"
