@@ -4,6 +4,11 @@ A snapshot is a dict from hook name to a tuple of :class:`Entry` (one per
 plugin implementing the hook, in priority-then-name order). It is built by
 the manager under its lock and never mutated afterwards, so dispatching
 takes no lock except a non-thread-safe plugin's own.
+
+Isolation covers every exception a hook raises, ``SystemExit`` and other
+``BaseException`` subclasses included (a plugin that calls ``sys.exit()``
+must not end a worker's call, let alone the worker); only
+``KeyboardInterrupt`` passes through, so Ctrl-C still interrupts.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class HookDispatcher:
     method per hook, run over the published snapshot ``_hooks``.
 
     Thread safety: every method may be called from any thread at once.
+    Isolation: a hook's exception (``SystemExit`` included, any
+    ``BaseException`` but ``KeyboardInterrupt``) is counted and logged; a
+    critical plugin's becomes :class:`~llmpool.exceptions.PluginError`.
     """
 
     _hooks: Snapshot
@@ -158,13 +166,17 @@ class HookDispatcher:
         started = _perf()
         try:
             result = entry.call(*args)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin may not end the call (or the process)
+            if _holds_interrupt(exc):
+                raise
             self._failed(entry, hook, exc, _perf() - started)
             return _SKIPPED
         record.succeeded(entry.stats, _perf() - started)
         return result
 
-    def _failed(self, entry: Entry, hook: str, exc: Exception, duration: float) -> None:
+    def _failed(self, entry: Entry, hook: str, exc: BaseException, duration: float) -> None:
         record = entry.record
         if entry.raises:
             if isinstance(exc, LLMPoolError):
@@ -184,7 +196,7 @@ class HookDispatcher:
         self._log_failure(record, hook, exc, now, tripped)
 
     def _log_failure(
-        self, record: PluginRecord, hook: str, exc: Exception, now: float, tripped: bool
+        self, record: PluginRecord, hook: str, exc: BaseException, now: float, tripped: bool
     ) -> None:
         if tripped:
             log.error(
@@ -206,3 +218,8 @@ class HookDispatcher:
                 suppressed,
                 exc_info=exc,
             )
+
+
+def _holds_interrupt(exc: BaseException) -> bool:
+    """Whether *exc* is an exception group carrying a KeyboardInterrupt."""
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None

@@ -15,6 +15,7 @@ from rawserver import RawServer, read_request
 
 import llmpool
 from llmpool import exceptions as exc
+from llmpool.testing import MockLLMServer
 
 HI = [{"role": "user", "content": "hi"}]
 KEY = "sk-hardening-secret-31415926"
@@ -184,3 +185,45 @@ def test_statuses_outside_5xx_are_generic_and_not_retried(status: str) -> None:
     assert info.value.status_code == int(status.split(maxsplit=1)[0])
     assert not info.value.retryable
     assert server.seen == 1
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+class ExitingObserver(llmpool.LLMPlugin):
+    name = "exiting-observer"
+
+    def before_request(self, ctx: Any, request: Any) -> None:
+        raise SystemExit(2)
+
+    def after_response(self, ctx: Any, request: Any, response: Any) -> None:
+        raise SystemExit(2)
+
+
+class ExitingPolicy(llmpool.LLMPlugin):
+    name = "exiting-policy"
+    critical = True
+
+    def before_request(self, ctx: Any, request: Any) -> None:
+        raise SystemExit("policy")
+
+
+def test_system_exit_in_a_non_critical_hook_does_not_fail_the_call(
+    mock_server: MockLLMServer,
+) -> None:
+    """A non-critical plugin calling sys.exit() is isolated; the call returns its result."""
+    with llmpool.Client(mock_server.base_url, plugins=[ExitingObserver()]) as client:
+        assert client.chat("m", HI).text
+        stats = client.stats()["plugins"]["plugins"]["exiting-observer"]
+    assert stats["failures"] == 2
+    assert mock_server.request_count == 1
+
+
+def test_system_exit_in_a_critical_hook_is_a_plugin_error(mock_server: MockLLMServer) -> None:
+    """A critical plugin's SystemExit fails the call as PluginError; nothing is sent."""
+    with llmpool.Client(mock_server.base_url, plugins=[ExitingPolicy()]) as client:
+        with pytest.raises(exc.PluginError) as info:
+            client.chat("m", HI)
+    assert info.value.plugin == "exiting-policy"
+    assert isinstance(info.value.__cause__, SystemExit)
+    assert mock_server.request_count == 0

@@ -476,6 +476,67 @@ def test_critical_plugin_never_raises_from_ending_hooks() -> None:
     assert manager.stats()["plugins"]["critical"]["failures"] == 3
 
 
+class Abort(BaseException):
+    """A BaseException that is neither SystemExit nor KeyboardInterrupt."""
+
+
+def test_system_exit_from_an_observer_is_isolated_and_counted() -> None:
+    """SystemExit (or another BaseException) from a non-critical hook is a counted failure."""
+
+    class Exiting(LLMPlugin):
+        name = "exiting"
+
+        def on_attempt(self, ctx: CallContext, attempt: int) -> None:
+            raise SystemExit(3)
+
+        def on_retry(self, ctx: CallContext, attempt: int, error: Exception, delay: float) -> None:
+            raise Abort("stop")
+
+    manager = PluginManager()
+    manager.register_plugin(Exiting)
+    manager.on_attempt(ctx(), 1)
+    manager.on_retry(ctx(), 1, RuntimeError("x"), 0.0)
+    stats = manager.stats()["plugins"]["exiting"]
+    assert stats["failures"] == 2 and stats["hooks"]["on_attempt"]["failures"] == 1
+
+
+def test_system_exit_from_a_critical_hook_becomes_plugin_error() -> None:
+    """A critical plugin's SystemExit fails the call as PluginError, never ends the process."""
+
+    class Exiting(LLMPlugin):
+        name = "exiting"
+        critical = True
+
+        def before_request(self, ctx: CallContext, request: Request) -> None:
+            raise SystemExit("bye")
+
+    manager = PluginManager()
+    manager.register_plugin(Exiting)
+    with pytest.raises(PluginError) as info:
+        manager.before_request(ctx(), request())
+    assert isinstance(info.value.__cause__, SystemExit)
+    assert "SystemExit" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [KeyboardInterrupt(), BaseExceptionGroup("g", [ValueError(), KeyboardInterrupt()])],
+)
+def test_keyboard_interrupt_from_a_hook_propagates(interrupt: BaseException) -> None:
+    """Ctrl-C inside a hook (alone or in a group) still interrupts: it is never swallowed."""
+
+    class Interrupted(LLMPlugin):
+        name = "interrupted"
+
+        def on_attempt(self, ctx: CallContext, attempt: int) -> None:
+            raise interrupt
+
+    manager = PluginManager()
+    manager.register_plugin(Interrupted)
+    with pytest.raises(type(interrupt)):
+        manager.on_attempt(ctx(), 1)
+
+
 def test_circuit_breaker_disables_and_reenables_after_cooldown() -> None:
     """After N consecutive failures a plugin is skipped for the cooldown, then retried."""
     clock = Clock()
