@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from llmpool.exceptions import (
     TransportError,
 )
 from llmpool.models import CallContext, Embeddings, Request
+from llmpool.options import OPTION_NAMES, check_option, parse_base_url
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.transport import Response
 from llmpool.providers import Provider, load_provider
@@ -173,19 +173,19 @@ class Client:
                 key="transport",
                 value=transport,
             )
-        self.base_url, self._url_prefix, self._url_query = _parse_base_url(base_url)
+        self.base_url, self._url_prefix, self._url_query = parse_base_url(base_url)
         self._provider = load_provider(
             provider,
             api_key=api_key,
             default_headers=default_headers,
             **dict(provider_options or {}),
         )
-        self._retry = _check_option("retry", retry if retry is not None else RetryPolicy())
-        self._timeout = _check_option("timeout", timeout)
-        self._deadline = _check_option("deadline", deadline)
-        self._max_response_bytes = _check_option("max_response_bytes", max_response_bytes)
-        self._max_stream_text = _check_option("max_stream_text", max_stream_text)
-        self._follow_redirects = _check_option("follow_redirects", follow_redirects)
+        self._retry = check_option("retry", retry if retry is not None else RetryPolicy())
+        self._timeout = check_option("timeout", timeout)
+        self._deadline = check_option("deadline", deadline)
+        self._max_response_bytes = check_option("max_response_bytes", max_response_bytes)
+        self._max_stream_text = check_option("max_stream_text", max_stream_text)
+        self._follow_redirects = check_option("follow_redirects", follow_redirects)
         self._sleep = sleep
         # Guards _counters only (microseconds; no I/O under it).
         self._lock = threading.Lock()
@@ -223,14 +223,7 @@ class Client:
         Accepts ``timeout``, ``retry``, ``deadline``, ``max_response_bytes``,
         ``max_stream_text``, ``follow_redirects`` and ``default_headers``.
         """
-        allowed = {
-            "timeout",
-            "retry",
-            "deadline",
-            "max_response_bytes",
-            "max_stream_text",
-            "follow_redirects",
-        }
+        allowed = OPTION_NAMES
         unknown = set(overrides) - allowed - {"default_headers"}
         if unknown:
             raise ConfigError(
@@ -248,7 +241,7 @@ class Client:
             value = overrides[name]
             if name == "retry" and value is None:
                 value = RetryPolicy()
-            setattr(clone, f"_{name}", _check_option(name, value))
+            setattr(clone, f"_{name}", check_option(name, value))
         if "default_headers" in overrides:
             clone._provider = self._provider.with_headers(overrides["default_headers"])
         return clone
@@ -460,10 +453,10 @@ class Client:
         and retries all spend it.
         """
         budget = Deadline.after(
-            self._deadline if deadline is None else _check_option("deadline", deadline)
+            self._deadline if deadline is None else check_option("deadline", deadline)
         )
         if timeout is not None:
-            timeout = _check_option("timeout", timeout)
+            timeout = check_option("timeout", timeout)
         ctx = CallContext(operation=operation, model=model, provider=self._provider.name)
         request = self._prepare(request, extra_headers, idempotency_key)
         plugins = self._plugins
@@ -676,108 +669,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     except ValueError:
         port = None
     return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
-
-
-def _seconds(name: str, value: Any) -> float | None:
-    """None, or a finite number of seconds > 0."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(
-            f"{name} must be a finite number of seconds > 0 or None, got {value!r}",
-            key=name,
-            value=value,
-        )
-    return float(value)
-
-
-def _byte_count(name: str, value: Any, *, optional: bool = False) -> int | None:
-    """A whole number > 0 (or None when *optional*)."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        allowed = "an int > 0" + (" or None" if optional else "")
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}", key=name, value=value)
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}", key=name, value=value)
-    return value
-
-
-def _policy(name: str, value: Any) -> RetryPolicy:
-    if not isinstance(value, RetryPolicy):
-        raise ConfigError(
-            f"{name} must be a llmpool.RetryPolicy, got {type(value).__name__}", key=name
-        )
-    return value
-
-
-#: How each client option is checked (construction, with_options and per call).
-_OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "timeout": _seconds,
-    "deadline": _seconds,
-    "max_response_bytes": _byte_count,
-    "max_stream_text": lambda name, value: _byte_count(name, value, optional=True),
-    "follow_redirects": _flag,
-    "retry": _policy,
-}
-
-
-def _check_option(name: str, value: Any) -> Any:
-    """*value* checked as client option *name*; ConfigError naming it otherwise."""
-    return _OPTION_CHECKS[name](name, value)
-
-
-def _parse_base_url(base_url: Any) -> tuple[str, str, str]:
-    """``(base_url, prefix, query)``: the URL as shown (scheme in lower case, no
-    trailing slash), what request paths are appended to, and a query string
-    that every request keeps (``?api-version=...``).
-
-    Refuses what cannot work: not http(s), no host, a bad port, a fragment,
-    and credentials in the URL (they would be shown in every error and
-    repr, and an API key header is the way to authenticate; use
-    ``default_headers`` for Basic auth). The error never shows a password.
-    """
-    if not isinstance(base_url, str):
-        raise ConfigError(
-            f"base_url must be an http(s) URL string, got {type(base_url).__name__}",
-            key="base_url",
-        )
-    shown = redact_url(base_url)
-
-    def refuse(why: str) -> ConfigError:
-        return ConfigError(f"base_url {shown!r} {why}", key="base_url")
-
-    try:
-        parts = urlsplit(base_url.strip())
-        port = parts.port
-    except ValueError:
-        raise refuse("has an invalid host or port") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise refuse("must start with http:// or https://")
-    if not parts.hostname:
-        raise refuse("has no host")
-    if parts.username is not None or parts.password is not None:
-        raise refuse(
-            "holds credentials (user:password@): pass api_key, or an Authorization "
-            "header in default_headers"
-        )
-    if parts.fragment or base_url.rstrip().endswith("#"):
-        raise refuse("has a #fragment, which HTTP never sends")
-    if port == 0:
-        raise refuse("has port 0")
-    prefix = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-    shown_url = prefix + (f"?{parts.query}" if parts.query else "")
-    return shown_url, prefix, parts.query
 
 
 def _make_pool(pool: ConnectionPool | PoolConfig | None) -> tuple[ConnectionPool, bool]:
