@@ -63,7 +63,7 @@ class Request:
         bytes); :meth:`replace` keeps the encoding unless the payload changes.
         A payload that strict JSON cannot hold (a datetime, a set, bytes,
         NaN or infinity) raises :class:`~llmpool.exceptions.ConfigError`
-        naming the top-level field (:func:`encode_json`).
+        naming the top-level field (see ``encode_json``).
         """
         if self._body is None and self.payload is not None:
             object.__setattr__(self, "_body", encode_json(self.payload))
