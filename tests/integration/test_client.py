@@ -337,11 +337,12 @@ def test_malformed_chunk_raises_invalid_response(
 ) -> None:
     """A chunk that is not JSON raises InvalidResponse with an excerpt."""
     mock_server.inject(Fault.malformed_chunk(after_chunks=1))
-    with pytest.raises(exc.InvalidResponse):
+    with pytest.raises(exc.InvalidResponse) as info:
         with anthropic.chat("m", HI, stream=True) as stream:
             for _ in stream:
                 pass
     assert anthropic.stats()["pool"]["in_use"] == 0
+    assert info.value.request_id and info.value.request_id == stream.request_id
 
 
 def test_error_event_in_a_200_stream_before_delivery_is_retried(
@@ -366,6 +367,7 @@ def test_error_event_after_delivery_raises_stream_error(
                 pass
     assert info.value.error_type == "overloaded_error"
     assert info.value.delivered is True
+    assert info.value.request_id and info.value.request_id == stream.request_id
     back = pickle.loads(pickle.dumps(info.value))
     assert back.delivered is True and back.text == info.value.text
 
