@@ -25,6 +25,17 @@ def read_line(process: subprocess.Popen[str], timeout: float = 20.0) -> str:
 Run = Callable[..., "subprocess.Popen[str]"]
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default disposition.
+
+    A suite started from a background job (``nohup``, ``&``) runs with SIGINT
+    ignored, and an ignored signal stays ignored across exec: the child Python
+    would then never raise KeyboardInterrupt. With the default disposition the
+    child installs its own KeyboardInterrupt handler, as from a terminal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def run() -> Iterator[Run]:
     """Start `python -m llmpool.cli mock-server ARGS`; kill whatever is left after the test."""
@@ -36,6 +47,7 @@ def run() -> Iterator[Run]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=default_sigint,  # noqa: PLW1509 (a signal reset, nothing that locks)
         )
         processes.append(process)
         return process
