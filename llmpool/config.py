@@ -475,6 +475,12 @@ class _Layers:
         return ConfigError(message, key=key, value=value, file=self.path, line=line)
 
 
+#: How many nodes aliases may add to a YAML document beyond its own: a
+#: configuration file has no use for more, and a "billion laughs" document
+#: (aliases of aliases) would otherwise expand to billions.
+MAX_ALIAS_NODES = 10_000
+
+
 def _read_yaml(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     import yaml
 
@@ -485,21 +491,79 @@ def _read_yaml(path: str) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(f"configuration file not found: {path}", file=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file: {exc}", file=path) from exc
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return {}, {}
+        _check_aliases(node, path)
+        data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or "the document cannot be parsed"
         raise ConfigError(f"invalid YAML: {problem}", file=path, line=line) from exc
-    if data is None:
-        return {}, {}
+    except RecursionError:
+        raise ConfigError("invalid YAML: the document is nested too deeply", file=path) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of sections", file=path, line=1)
     lines: dict[str, int] = {}
     _collect_lines(node, "", lines)
     return data, lines
+
+
+def _children(node: Any) -> list[Any]:
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_aliases(root: Any, path: str) -> None:
+    """Refuse a composed document whose aliases would expand it by more than
+    MAX_ALIAS_NODES nodes, or that holds an alias inside its own anchor.
+    Linear in the document's size: each distinct node is counted once."""
+    distinct: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) not in distinct:
+            distinct.add(id(node))
+            todo.extend(_children(node))
+    limit = len(distinct) + MAX_ALIAS_NODES
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def expanded(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        line = node.start_mark.line + 1
+        if key in open_nodes:
+            raise ConfigError(
+                "invalid YAML: an alias refers to the node that contains it", file=path, line=line
+            )
+        open_nodes.add(key)
+        total = 1
+        for child in _children(node):
+            total += expanded(child)
+            if total > limit:
+                raise ConfigError(
+                    f"invalid YAML: aliases expand the document by more than "
+                    f"{MAX_ALIAS_NODES} nodes",
+                    file=path,
+                    line=line,
+                )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    expanded(root)
 
 
 def _collect_lines(node: Any, prefix: str, lines: dict[str, int]) -> None:

@@ -160,3 +160,31 @@ def test_demo_never_shows_a_password_in_base_url(mock_server: MockLLMServer) -> 
         result = run("demo", *quick, *extra, "--base-url", url, "--model", "m")
         assert "pa55word" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- YAML bombs
+
+
+def laughs(indent: str, levels: int = 9) -> str:
+    lines = [f"{indent}l0: &l0 [{', '.join(['lol'] * 10)}]"]
+    for level in range(1, levels):
+        lines.append(f"{indent}l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "client:\n  default_headers:\n" + laughs("    "),
+        "plugins:\n  settings:\n    usage:\n" + laughs("      "),
+    ],
+    ids=["default_headers", "plugin settings"],
+)
+def test_check_config_refuses_an_alias_bomb(tmp_path: Path, text: str) -> None:
+    """check-config on a billion-laughs file exits 1 naming the file, with no traceback."""
+    path = write(tmp_path, text)
+    result = run("check-config", str(path))
+    assert result.returncode == 1
+    assert str(path) in result.stderr
+    assert "alias" in result.stderr.replace(str(path), "")
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr

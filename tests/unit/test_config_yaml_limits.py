@@ -1,0 +1,71 @@
+"""load_config refuses YAML that expands beyond its size through aliases, or nests without end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmpool import ConfigError, load_config
+from llmpool.config import MAX_ALIAS_NODES
+
+
+def bomb(levels: int = 9, width: int = 10, indent: str = "    ") -> str:
+    """A "billion laughs": each level is a list of *width* aliases of the level before."""
+    lines = [f"{indent}l0: &l0 [{', '.join(['lol'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"{indent}l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+BOMBS = {
+    "default_headers": "client:\n  default_headers:\n" + bomb(),
+    "plugin settings": "plugins:\n  settings:\n    usage:\n" + bomb(indent="      "),
+}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "llmpool.yaml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("where", sorted(BOMBS))
+def test_an_alias_bomb_is_refused(tmp_path: Path, where: str) -> None:
+    """A billion-laughs document is refused with a ConfigError naming the file and a line."""
+    path = write(tmp_path, BOMBS[where])
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert "alias" in info.value.message
+    assert info.value.file == str(path)
+    assert info.value.line is not None
+
+
+def test_aliases_may_add_up_to_the_bound(tmp_path: Path) -> None:
+    """Aliases that add fewer nodes than MAX_ALIAS_NODES are fine; one level more is not."""
+    base = "plugins:\n  settings:\n    usage:\n"
+    assert 10 * 10 * 10 < MAX_ALIAS_NODES < 10 * 10 * 10 * 10 * 10
+    config = load_config(write(tmp_path, base + bomb(levels=3, indent="      ")), environ={})
+    assert len(config.plugins.settings["usage"]["l2"]) == 10
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, base + bomb(levels=5, indent="      ")), environ={})
+    assert "alias" in info.value.message
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    """An alias inside its own anchor (an endless structure) is refused."""
+    path = write(tmp_path, "plugins:\n  settings:\n    usage: &loop {again: *loop}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert "alias" in info.value.message
+    assert info.value.file == str(path)
+
+
+def test_endless_nesting_is_refused(tmp_path: Path) -> None:
+    """A document nested deeper than Python can recurse is a ConfigError, not RecursionError."""
+    path = write(tmp_path, "plugins:\n  settings:\n    usage: " + "[" * 50_000 + "]" * 50_000)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert "nested" in info.value.message
+    assert info.value.file == str(path)
