@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import pickle
+import platform
 import tracemalloc
 from typing import Any
 
@@ -22,6 +24,7 @@ from llmpool.memory import (
     MemorySample,
     MemoryState,
 )
+from llmpool.memory import actions as actions_module
 from llmpool.memory import manager as manager_module
 
 N, W, G, S, C = (
@@ -257,9 +260,35 @@ def test_trim_on_gc_calls_malloc_trim(monkeypatch: pytest.MonkeyPatch) -> None:
     assert last is not None and last.trimmed is True
 
 
-def test_malloc_trim_is_a_no_op_answer_where_missing() -> None:
-    """The real malloc_trim answers a bool on glibc and None elsewhere; it never raises."""
-    assert manager_module.malloc_trim() in (True, False, None)
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_malloc_trim_answers_a_bool_on_glibc() -> None:
+    """On glibc the real malloc_trim runs and answers whether memory was released (a bool)."""
+    assert isinstance(actions_module.malloc_trim(), bool)
+
+
+@pytest.mark.parametrize(
+    "cdll",
+    [
+        pytest.param(OSError("libc.so.6: cannot open shared object file"), id="no-glibc"),
+        pytest.param(object(), id="libc-without-malloc_trim"),
+    ],
+)
+def test_malloc_trim_answers_none_where_missing(
+    monkeypatch: pytest.MonkeyPatch, cdll: object
+) -> None:
+    """Without libc.so.6, or a libc lacking malloc_trim, malloc_trim answers None, not an error."""
+
+    def fake_cdll(name: str) -> object:
+        if isinstance(cdll, Exception):
+            raise cdll
+        return cdll
+
+    monkeypatch.setattr(ctypes, "CDLL", fake_cdll)
+    actions_module._malloc_trim_function.cache_clear()
+    try:
+        assert actions_module.malloc_trim() is None
+    finally:
+        actions_module._malloc_trim_function.cache_clear()
 
 
 def test_a_raising_collector_is_logged_and_recorded(caplog: pytest.LogCaptureFixture) -> None:
@@ -461,8 +490,9 @@ def test_report_before_any_tick_samples_without_publishing() -> None:
 def test_admit_never_rejects_unless_configured() -> None:
     """Default reject_on_pressure=False: admit() passes even in CRITICAL."""
     r = rig()
-    r.ticks(990, 3)
-    r.manager.admit("chat")
+    assert r.ticks(990, 3)[-1] is C
+    assert r.manager.admit("chat") is None
+    assert r.manager.report().rejected == 0
 
 
 @pytest.mark.parametrize(("rss", "rejects"), [(720, False), (850, False), (920, True), (990, True)])
