@@ -8,6 +8,7 @@ for the few microseconds of a counter update.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import threading
@@ -30,6 +31,7 @@ from llmpool.options import OPTION_NAMES, check_option, parse_base_url
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.transport import Response
 from llmpool.providers import Provider, load_provider
+from llmpool.providers.base import checked_headers, merge_headers
 from llmpool.redaction import check_headers, is_secret_header, redact_url
 from llmpool.retry import Deadline, RetryPolicy, next_delay, should_retry
 from llmpool.streaming import DEFAULT_MAX_TEXT, Stream
@@ -354,11 +356,12 @@ class Client:
     ) -> Embeddings:
         """Embeddings for *input* (one vector per string, in order)."""
         request = self._provider.build_embed(model, input)
+        inputs = 1 if isinstance(input, str) else len(input)
         result: Embeddings = self._call(
             "embed",
             model,
             request,
-            self._provider.parse_embed,
+            functools.partial(self._provider.parse_embed_checked, inputs=inputs),
             timeout=timeout,
             deadline=deadline,
             extra_headers=extra_headers,
@@ -524,8 +527,7 @@ class Client:
         request (which already carries the provider's headers)."""
         headers = dict(request.headers)
         if extra:
-            check_headers(extra, key="extra_headers")
-            headers.update(extra)
+            headers = merge_headers(headers, checked_headers(extra, key="extra_headers"))
         if request.method == "POST":
             if idempotency_key is not None:
                 check_headers({"Idempotency-Key": idempotency_key}, key="idempotency_key")
@@ -591,7 +593,7 @@ class Client:
         url = self._url(request.path)
         headers = dict(request.headers)
         origin = _origin(url)
-        declared = tuple(getattr(self._provider, "secret_headers", ()))
+        declared = self._provider.secret_headers
         for _ in range(5):
             location = response.header("location")
             if not location or response.status not in _REDIRECTS:

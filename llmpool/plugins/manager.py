@@ -363,7 +363,9 @@ class PluginManager(HookDispatcher):
     def _teardown(self, record: PluginRecord) -> None:
         try:
             record.plugin.teardown()
-        except Exception:
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # a plugin may not end the process (sys.exit() included)
             log.warning("plugin %s: teardown failed", record.name, exc_info=True)
 
     # ------------------------------------------------------------------ statistics
@@ -397,7 +399,9 @@ class PluginManager(HookDispatcher):
     def _own_stats(record: PluginRecord) -> dict[str, Any]:
         try:
             return dict(record.plugin.stats())
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin may not end the process (sys.exit() included)
             log.warning("plugin %s: stats() failed: %s", record.name, describe_error(exc))
             return {"error": describe_error(exc)}
 

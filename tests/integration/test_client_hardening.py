@@ -276,7 +276,7 @@ def test_bad_extra_header_is_refused_without_showing_it() -> None:
 
 
 def test_large_503_body_is_retried_as_a_503() -> None:
-    """A 503 whose body exceeds max_response_bytes is still a retryable 503, not ResponseTooLarge."""
+    """A 503 whose body exceeds max_response_bytes is retried as a 503, not ResponseTooLarge."""
     big = b"x" * (2 * 1024 * 1024)
 
     def behaviour(conn: socket.socket, number: int) -> None:

@@ -160,6 +160,15 @@ def test_embeddings_with_duplicate_indexes_raise_invalid_response() -> None:
                 client.embed("e", ["a", "b"])
 
 
+def test_embeddings_with_fewer_vectors_than_inputs_raise_invalid_response() -> None:
+    """Fewer vectors than inputs raise InvalidResponse instead of a short result."""
+    data = [{"index": 0, "embedding": [1.0]}]
+    with Answering(json.dumps({"data": data, "model": "e"}).encode()) as server:
+        with llmpool.Client(server.url, api_key=KEY) as client:
+            with pytest.raises(exc.InvalidResponse, match="1 vectors for 2 input"):
+                client.embed("e", ["a", "b"])
+
+
 @pytest.mark.parametrize("status", ["500 Internal Server Error", "200 OK"])
 def test_a_huge_request_id_is_capped(status: str) -> None:
     """A 10,000-character x-request-id is kept to MAX_REQUEST_ID_CHARS, on errors and results."""
@@ -174,7 +183,7 @@ def test_a_huge_request_id_is_capped(status: str) -> None:
     assert request_id == "r" * exc.MAX_REQUEST_ID_CHARS
 
 
-@pytest.mark.parametrize("status", ["999 Odd", "600 Beyond", "302 Found", "150 Early"])
+@pytest.mark.parametrize("status", ["999 Odd", "600 Beyond", "302 Found"])
 def test_statuses_outside_5xx_are_generic_and_not_retried(status: str) -> None:
     """A final status outside 2xx/4xx/5xx is a plain APIStatusError, sent once, not retried."""
     with Answering(b'{"error": "odd"}', status=status) as server:

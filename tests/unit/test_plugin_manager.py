@@ -825,3 +825,21 @@ def test_after_fork_replaces_locks_and_keeps_dispatching() -> None:
     assert manager._lock is not old_lock
     manager.on_attempt(ctx(), 1)
     assert plugin.calls == 1
+
+
+def test_system_exit_in_teardown_or_stats_is_contained() -> None:
+    """A plugin calling sys.exit() in teardown() or stats() does not end the process."""
+
+    class Exiting(LLMPlugin):
+        name = "exiting"
+
+        def stats(self) -> dict[str, Any]:
+            raise SystemExit(2)
+
+        def teardown(self) -> None:
+            raise SystemExit(3)
+
+    manager = PluginManager()
+    manager.register_plugin(Exiting())
+    assert "SystemExit" in manager.stats()["plugins"]["exiting"]["own"]["error"]
+    manager.close()
