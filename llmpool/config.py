@@ -491,8 +491,9 @@ def _read_yaml(path: str) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(f"configuration file not found: {path}", file=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file: {exc}", file=path) from exc
-    loader = yaml.SafeLoader(text)
+    loader: Any = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader checks the characters here
         node = loader.get_single_node()
         if node is None:
             return {}, {}
@@ -506,7 +507,8 @@ def _read_yaml(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     except RecursionError:
         raise ConfigError("invalid YAML: the document is nested too deeply", file=path) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of sections", file=path, line=1)
     lines: dict[str, int] = {}

@@ -22,7 +22,7 @@ import requests.adapters
 
 from llmpool.exceptions import LLMPoolError, TransportError
 from llmpool.pool.connection_pool import ConnectionPool
-from llmpool.pool.transport import Response, map_error
+from llmpool.pool.transport import Response, describe_error, map_error
 
 __all__ = ["PooledHTTPAdapter", "RequestsTransport", "map_requests_error"]
 
@@ -73,14 +73,18 @@ class PooledHTTPAdapter(requests.adapters.HTTPAdapter):
 
 
 def map_requests_error(exc: BaseException, url: str = "") -> LLMPoolError:
-    """Translate a ``requests`` exception into llmpool's tree, by its cause."""
+    """Translate a ``requests`` exception into llmpool's tree, by its cause.
+
+    Like :func:`~llmpool.pool.transport.map_error`, the message never copies
+    text that may hold a header value (requests quotes an invalid one).
+    """
     if isinstance(exc, LLMPoolError):
         return exc
     cause: BaseException | None = exc
     while isinstance(cause, requests.RequestException):
         inner = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
         if inner is None:
-            return TransportError(str(cause) or type(cause).__name__, url=url)
+            return TransportError(describe_error(cause), url=url)
         cause = inner
     reason = getattr(cause, "reason", None)
     if isinstance(reason, BaseException):  # urllib3 MaxRetryError

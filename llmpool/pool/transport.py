@@ -39,7 +39,14 @@ from llmpool import exceptions as errors
 from llmpool.config import PoolConfig
 from llmpool.pool.stats import HostStats
 
-__all__ = ["NO_RETRY", "Response", "make_pool_manager", "map_error", "now"]
+__all__ = [
+    "NO_RETRY",
+    "Response",
+    "describe_error",
+    "make_pool_manager",
+    "map_error",
+    "now",
+]
 
 log = logging.getLogger(__name__)
 
@@ -365,13 +372,17 @@ def map_error(exc: BaseException, url: str = "") -> errors.LLMPoolError:
     """Translate an urllib3, ``http.client`` or socket error into llmpool's tree.
 
     Use as ``raise map_error(exc, url) from exc`` so the cause stays chained.
-    An error that is already llmpool's is returned unchanged.
+    An error that is already llmpool's is returned unchanged; anything else
+    (even an unexpected ``AttributeError``) becomes a
+    :class:`~llmpool.exceptions.TransportError`. The message shows the lower
+    error's text only when it cannot hold a header value (see
+    :func:`describe_error`).
     """
     if isinstance(exc, errors.LLMPoolError):
         return exc
     where = f" ({url})" if url else ""
     cls = _error_class(exc)
-    return cls(f"{_describe(exc)}{where}", url=url)
+    return cls(f"{describe_error(exc)}{where}", url=url)
 
 
 def _error_class(exc: BaseException) -> type[errors.TransportError]:
@@ -403,15 +414,43 @@ def _ssl_errors() -> tuple[type[BaseException], ...]:
     return (ssl.SSLError, ssl.CertificateError)
 
 
-def _describe(exc: BaseException) -> str:
+#: Said instead of the text of a lower error that may hold a header value.
+_WITHHELD = "details withheld (the text may hold a header value or a credential)"
+
+
+def _text_is_safe(exc: BaseException) -> bool:
+    """Whether *exc*'s text may be shown: network and HTTP errors say what the
+    peer or the socket did; value and type errors (``Invalid header value
+    b'Bearer ...'``, an unencodable header, an invalid URL) may quote what the
+    caller sent, secrets included."""
+    if isinstance(exc, _ssl_errors()):
+        return True
+    if isinstance(exc, (ValueError, TypeError, http.client.InvalidURL)):
+        return False
+    return isinstance(exc, (OSError, u3.HTTPError, http.client.HTTPException))
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description of a lower error, fit for an error message.
+
+    Network errors keep their text; any other error (``ValueError``,
+    ``TypeError``, ``UnicodeEncodeError``, ``http.client.InvalidURL``...)
+    is described by its class name and a fixed phrase only.
+    """
+    name = type(exc).__name__
+    if not _text_is_safe(exc):
+        return f"{name}: {_WITHHELD}"
     if isinstance(exc, u3.EmptyPoolError):
         return str(exc.args[-1]) if exc.args else "connection pool exhausted"
     if isinstance(exc, u3.ProtocolError) and len(exc.args) > 1:
-        return f"connection broken: {exc.args[1]!r}"
+        cause = exc.args[1]
+        if isinstance(cause, BaseException) and not _text_is_safe(cause):
+            return f"connection broken: {type(cause).__name__} ({_WITHHELD})"
+        return f"connection broken: {cause!r}"
     if isinstance(exc, u3.NewConnectionError):
         return f"could not connect: {exc}"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+    text = str(exc) or name
+    return f"{name}: {text}" if name not in text else text
 
 
 # --------------------------------------------------------------------------- responses

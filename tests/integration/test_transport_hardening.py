@@ -1,0 +1,82 @@
+"""Transport hardening (issue 10) against raw loopback sockets: 1xx replies,
+decoded size limits, close_idle under load, secrets in error text, per-read deadlines."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+
+import pytest
+from rawserver import OK, RawServer, read_request
+
+import llmpool
+from llmpool import exceptions as exc
+from llmpool.pool import ConnectionPool
+from llmpool.pool.adapter import RequestsTransport
+
+HI = [{"role": "user", "content": "hi"}]
+ONE_TRY = llmpool.RetryPolicy(max_attempts=1)
+FAKE_KEY = "sk-FAKE0123456789abcdef"
+
+
+def chat_reply(text: str) -> bytes:
+    """A complete keep-alive HTTP reply carrying an OpenAI chat completion saying *text*."""
+    body = json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _serve_ok(conn: socket.socket) -> None:
+    """Answer every request on *conn* with a small 200 until the peer closes."""
+    while read_request(conn) is not None:
+        conn.sendall(OK)
+
+
+def _shows(err: BaseException, secret: str) -> bool:
+    """Whether *secret* appears in str(), repr() or the pickle of *err*."""
+    texts = [str(err), repr(err), pickle.dumps(err).decode("latin-1")]
+    texts.append(str(getattr(err, "url", "")))
+    return any(secret in text for text in texts)
+
+
+# ------------------------------------------------------------------ header values in errors
+
+
+def test_header_value_in_a_lower_error_never_shows() -> None:
+    """A bad header value refused below the transport is not copied into the mapped error."""
+    with RawServer(lambda c, n: _serve_ok(c)) as server:
+        with ConnectionPool() as pool:
+            with pytest.raises(exc.TransportError) as info:
+                pool.request(
+                    "GET", server.url + "/", headers={"Authorization": f"Bearer {FAKE_KEY}\n"}
+                )
+    assert FAKE_KEY in str(info.value.__cause__)  # the lower error did hold it
+    assert not _shows(info.value, FAKE_KEY)
+    assert "ValueError" in str(info.value)
+
+
+def test_header_value_through_requests_never_shows() -> None:
+    """The requests transport does not copy requests' invalid-header text either."""
+    with RawServer(lambda c, n: _serve_ok(c)) as server:
+        with ConnectionPool() as pool:
+            transport = RequestsTransport(pool)
+            with pytest.raises(exc.TransportError) as info:
+                transport.request("GET", server.url + "/", headers={"X-Api-Key": f"{FAKE_KEY}\n"})
+    assert not _shows(info.value, FAKE_KEY)
