@@ -69,3 +69,12 @@ def test_endless_nesting_is_refused(tmp_path: Path) -> None:
         load_config(path, environ={})
     assert "nested" in info.value.message
     assert info.value.file == str(path)
+
+
+def test_a_control_character_is_invalid_yaml(tmp_path: Path) -> None:
+    """A character YAML's reader refuses is a ConfigError naming the file, not a ReaderError."""
+    path = write(tmp_path, "client:\n  provider: open\x1fai\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.message.startswith("invalid YAML")
+    assert info.value.file == str(path)
