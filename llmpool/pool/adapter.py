@@ -23,6 +23,7 @@ import requests.adapters
 from llmpool.exceptions import LLMPoolError, TransportError
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.transport import Response, describe_error, map_error
+from llmpool.redaction import redact_url
 
 __all__ = ["PooledHTTPAdapter", "RequestsTransport", "map_requests_error"]
 
@@ -76,7 +77,8 @@ def map_requests_error(exc: BaseException, url: str = "") -> LLMPoolError:
     """Translate a ``requests`` exception into llmpool's tree, by its cause.
 
     Like :func:`~llmpool.pool.transport.map_error`, the message never copies
-    text that may hold a header value (requests quotes an invalid one).
+    text that may hold a header value (requests quotes an invalid one) and
+    shows *url* redacted.
     """
     if isinstance(exc, LLMPoolError):
         return exc
@@ -84,7 +86,9 @@ def map_requests_error(exc: BaseException, url: str = "") -> LLMPoolError:
     while isinstance(cause, requests.RequestException):
         inner = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
         if inner is None:
-            return TransportError(describe_error(cause), url=url)
+            shown = redact_url(url) if url else ""
+            where = f" ({shown})" if shown else ""
+            return TransportError(f"{describe_error(cause)}{where}", url=shown)
         cause = inner
     reason = getattr(cause, "reason", None)
     if isinstance(reason, BaseException):  # urllib3 MaxRetryError

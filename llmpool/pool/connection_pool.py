@@ -29,6 +29,7 @@ from llmpool.pool import transport
 from llmpool.pool.interfaces import IConnectionPool
 from llmpool.pool.stats import COUNTERS, HostStats, merge_snapshots
 from llmpool.pool.transport import Response, make_pool_manager, map_error
+from llmpool.redaction import redact_url
 
 __all__ = ["ConnectionPool"]
 
@@ -44,7 +45,8 @@ def _split(url: str) -> tuple[str, str, str, int, str]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ConfigError(f"not an http(s) URL: {url!r}", key="base_url", value=url)
+        shown = redact_url(url)
+        raise ConfigError(f"not an http(s) URL: {shown!r}", key="base_url", value=shown)
     host = parts.hostname
     port = parts.port or _DEFAULT_PORTS[scheme]
     path = parts.path or "/"
@@ -171,7 +173,7 @@ class ConnectionPool(IConnectionPool):
         if entry is not None:
             return entry[0], path
         if self._closed:
-            raise PoolClosed("the connection pool is closed", url=url)
+            raise _closed_error(url)
         host_pool: Any = self._manager.connection_from_host(host, port, scheme)
         with self._lock:
             self._hosts[key] = (host_pool, host_pool.llm_stats)
@@ -223,7 +225,7 @@ class ConnectionPool(IConnectionPool):
         Raises only :class:`~llmpool.exceptions.TransportError` subclasses.
         """
         if self._closed:
-            raise PoolClosed("the connection pool is closed", url=url)
+            raise _closed_error(url)
         host_pool, path = self._route(url)
         try:
             raw = host_pool.urlopen(
@@ -260,7 +262,7 @@ class ConnectionPool(IConnectionPool):
         :meth:`request`. Give it back with :meth:`release`, in a ``finally``.
         """
         if self._closed:
-            raise PoolClosed("the connection pool is closed", url=base_url)
+            raise _closed_error(base_url)
         host_pool, _ = self._route(base_url)
         try:
             return host_pool._get_conn()
@@ -279,7 +281,7 @@ class ConnectionPool(IConnectionPool):
     def host_pool(self, url: str) -> Any:
         """The urllib3 host pool serving *url* (used by the requests adapter)."""
         if self._closed:
-            raise PoolClosed("the connection pool is closed", url=url)
+            raise _closed_error(url)
         return self._route(url)[0]
 
     def close_idle(self) -> int:
@@ -382,6 +384,10 @@ class ConnectionPool(IConnectionPool):
         if not self._closed:
             self._manager = self._new_manager()
         _close_inherited(old)
+
+
+def _closed_error(url: str) -> PoolClosed:
+    return PoolClosed("the connection pool is closed", url=redact_url(url))
 
 
 def _close_inherited(manager: urllib3.PoolManager) -> None:

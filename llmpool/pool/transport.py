@@ -38,6 +38,7 @@ from urllib3.util.retry import Retry
 from llmpool import exceptions as errors
 from llmpool.config import PoolConfig
 from llmpool.pool.stats import HostStats
+from llmpool.redaction import redact_url
 
 __all__ = [
     "NO_RETRY",
@@ -273,7 +274,12 @@ class _TrackedPool:
                 if not (ex.reused and not ex.responded and _is_stale(exc) and _replayable(body)):
                     raise
                 self.llm_stats.count("stale_retries")
-                log.debug("retrying %s %s on a fresh connection after %r", method, url, exc)
+                log.debug(
+                    "retrying %s %s on a fresh connection after %s",
+                    method,
+                    redact_url(url),
+                    type(exc.args[1] if len(exc.args) > 1 else exc).__name__,
+                )
                 ex.fresh = True
                 ex.reused = ex.responded = False
                 try:
@@ -374,15 +380,17 @@ def map_error(exc: BaseException, url: str = "") -> errors.LLMPoolError:
     Use as ``raise map_error(exc, url) from exc`` so the cause stays chained.
     An error that is already llmpool's is returned unchanged; anything else
     (even an unexpected ``AttributeError``) becomes a
-    :class:`~llmpool.exceptions.TransportError`. The message shows the lower
-    error's text only when it cannot hold a header value (see
+    :class:`~llmpool.exceptions.TransportError`. The message and the error's
+    ``url`` show *url* through :func:`~llmpool.redaction.redact_url`, and the
+    lower error's text only when it cannot hold a header value (see
     :func:`describe_error`).
     """
     if isinstance(exc, errors.LLMPoolError):
         return exc
-    where = f" ({url})" if url else ""
+    shown = redact_url(url) if url else ""
+    where = f" ({shown})" if shown else ""
     cls = _error_class(exc)
-    return cls(f"{describe_error(exc)}{where}", url=url)
+    return cls(f"{describe_error(exc)}{where}", url=shown)
 
 
 def _error_class(exc: BaseException) -> type[errors.TransportError]:
@@ -462,10 +470,11 @@ class Response:
     Confined to the thread that made it. Its connection goes back to the pool
     when the body has been read to the end, or on :meth:`close` (which closes
     the connection when the body was not read to the end, so a half-read
-    socket is never reused). Use it as a context manager.
+    socket is never reused). Use it as a context manager. :attr:`url` is the
+    request's URL with any password and credential-like query parameter masked.
     """
 
-    __slots__ = ("_content", "_raw", "_released", "connection_reused", "headers", "status", "url")
+    __slots__ = ("_content", "_raw", "_released", "_url", "connection_reused", "headers", "status")
 
     def __init__(self, raw: Any, url: str, reused: bool) -> None:
         self._raw = raw
@@ -473,8 +482,13 @@ class Response:
         self._content: bytes | None = None
         self.status: int = raw.status
         self.headers: Mapping[str, str] = raw.headers
-        self.url = url
+        self._url = url
         self.connection_reused = reused
+
+    @property
+    def url(self) -> str:
+        """The request's URL, fit to show (password and secret parameters masked)."""
+        return redact_url(self._url)
 
     def header(self, name: str) -> str | None:
         """A header's value (case-insensitive), or None."""
@@ -515,7 +529,7 @@ class Response:
             raise
         except Exception as exc:
             self.close()
-            raise map_error(exc, self.url) from exc
+            raise map_error(exc, self._url) from exc
         self._finish()
         self._content = b"".join(parts)
         return self._content
@@ -526,7 +540,7 @@ class Response:
             data: bytes = self._raw.read()
         except Exception as exc:
             self.close()
-            raise map_error(exc, self.url) from exc
+            raise map_error(exc, self._url) from exc
         self._finish()
         self._content = data
         return data
@@ -547,7 +561,7 @@ class Response:
             yield from chunks
         except Exception as exc:
             self.close()
-            raise map_error(exc, self.url) from exc
+            raise map_error(exc, self._url) from exc
         self._finish()
 
     def drain(self, limit: int = 1 << 20) -> bool:

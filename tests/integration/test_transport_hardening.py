@@ -80,3 +80,42 @@ def test_header_value_through_requests_never_shows() -> None:
             with pytest.raises(exc.TransportError) as info:
                 transport.request("GET", server.url + "/", headers={"X-Api-Key": f"{FAKE_KEY}\n"})
     assert not _shows(info.value, FAKE_KEY)
+
+
+# ------------------------------------------------------------ URLs in errors and responses
+
+
+def test_password_in_url_never_shows_in_errors() -> None:
+    """A password and a key-like query parameter in the URL are masked in the error and its .url."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://alice:hunter2secret@127.0.0.1:{port}/v1/chat?api_key={FAKE_KEY}&x=1"
+    with ConnectionPool() as pool:
+        with pytest.raises(exc.ConnectError) as info:
+            pool.request("GET", url)
+    assert not _shows(info.value, "hunter2secret")
+    assert not _shows(info.value, FAKE_KEY)
+    assert f"127.0.0.1:{port}/v1/chat" in info.value.url  # type: ignore[attr-defined]
+
+
+def test_password_in_url_never_shows_in_responses_or_read_errors() -> None:
+    """Response.url, its repr, and an error while reading the body all mask the password."""
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        read_request(conn)
+        conn.sendall(OK)
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        conn.close()
+
+    with RawServer(behaviour) as server:
+        url = server.url.replace("http://", "http://alice:hunter2secret@") + "/v1?token=" + FAKE_KEY
+        with ConnectionPool() as pool:
+            response = pool.request("GET", url)
+            shown = [response.url, repr(response)]
+            with pytest.raises(exc.ProtocolError) as info:
+                pool.request("GET", url)
+    assert not any("hunter2secret" in s or FAKE_KEY in s for s in shown)
+    assert not _shows(info.value, "hunter2secret")
+    assert not _shows(info.value, FAKE_KEY)
