@@ -92,6 +92,39 @@ def non_negative_number(_inst: Any, attribute: attrs.Attribute[Any], value: Any)
         raise _fail(attribute, value, "a number >= 0")
 
 
+#: The most connections per host (and host pools) a pool may keep: beyond it
+#: a pool is a mistake (``1e9`` from a typo hung the first call).
+MAX_CONNECTIONS = 10_000
+
+#: The longest duration any setting may name (one day): every wait fits in a
+#: socket timeout and ``threading.Event.wait``, and no call should wait longer.
+MAX_SECONDS = 86_400
+
+#: The most entries a bounded history or table may be given.
+MAX_ENTRIES = 100_000
+
+
+def int_between(low: int, high: int) -> Any:
+    """Validator: an int in [*low*, *high*] (never a bool)."""
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _fail(attribute, value, f"an integer from {low} to {high}")
+
+    return check
+
+
+def seconds(*, zero: bool = False) -> Any:
+    """Validator: a finite number of seconds, > 0 (>= 0 with *zero*), at most MAX_SECONDS."""
+    expected = f"a number of seconds {'>= 0' if zero else '> 0'} and <= {MAX_SECONDS}"
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not _is_number(value) or value > MAX_SECONDS or value < 0 or (value == 0 and not zero):
+            raise _fail(attribute, value, expected)
+
+    return check
+
+
 def optional(
     validator: Any,
 ) -> Any:
@@ -108,6 +141,11 @@ def fraction(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     """Validator: a number in (0, 1]."""
     if not _is_number(value) or not 0 < value <= 1:
         raise _fail(attribute, value, "a fraction in (0, 1]")
+
+
+def _hysteresis(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not _is_number(value) or not 0 <= value < 1:
+        raise _fail(attribute, value, "a fraction in [0, 1)")
 
 
 def boolean(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -138,36 +176,37 @@ class PoolConfig:
     """
 
     #: Connections per host, a real cap: a caller waits when all are busy.
-    max_connections: int = attrs.field(default=10, validator=positive_int)
+    max_connections: int = attrs.field(default=10, validator=int_between(1, MAX_CONNECTIONS))
     #: Idle connections kept per host; extra ones are closed when returned.
     max_keepalive: int = attrs.field(
         default=attrs.Factory(_default_keepalive, takes_self=True), validator=non_negative_int
     )
     #: The default for every timeout below (the seed's 30 s).
-    timeout: float = attrs.field(default=30.0, validator=positive_number)
+    timeout: float = attrs.field(default=30.0, validator=seconds())
     #: Longest wait for a TCP (and TLS) connection to open.
-    connect_timeout: float | None = attrs.field(default=None, validator=optional(positive_number))
+    connect_timeout: float | None = attrs.field(default=None, validator=optional(seconds()))
     #: Longest silence while reading a response.
-    read_timeout: float | None = attrs.field(default=None, validator=optional(positive_number))
+    read_timeout: float | None = attrs.field(default=None, validator=optional(seconds()))
     #: Longest wait for a free connection when all are busy; then PoolTimeout.
-    pool_timeout: float | None = attrs.field(default=None, validator=optional(positive_number))
+    pool_timeout: float | None = attrs.field(default=None, validator=optional(seconds()))
     #: An idle connection older than this is closed on checkout, never reused.
-    keepalive_expiry: float | None = attrs.field(default=60.0, validator=optional(positive_number))
+    keepalive_expiry: float | None = attrs.field(default=60.0, validator=optional(seconds()))
     #: A connection older than this (since it opened) is closed on checkout.
-    max_connection_age: float | None = attrs.field(
-        default=None, validator=optional(positive_number)
-    )
+    max_connection_age: float | None = attrs.field(default=None, validator=optional(seconds()))
     #: SO_KEEPALIVE with the three settings below, so NATs keep long calls alive.
     tcp_keepalive: bool = attrs.field(default=True, validator=boolean)
-    tcp_keepidle: int = attrs.field(default=60, validator=positive_int)
-    tcp_keepintvl: int = attrs.field(default=60, validator=positive_int)
-    tcp_keepcnt: int = attrs.field(default=5, validator=positive_int)
+    #: Linux refuses TCP_KEEPIDLE and TCP_KEEPINTVL above 32767, TCP_KEEPCNT above 127.
+    tcp_keepidle: int = attrs.field(default=60, validator=int_between(1, 32767))
+    tcp_keepintvl: int = attrs.field(default=60, validator=int_between(1, 32767))
+    tcp_keepcnt: int = attrs.field(default=5, validator=int_between(1, 127))
     #: Host pools kept; the least recently used is closed beyond this.
-    max_hosts: int = attrs.field(default=16, validator=positive_int)
+    max_hosts: int = attrs.field(default=16, validator=int_between(1, MAX_CONNECTIONS))
     #: Warn once per connection held longer than this (None: never).
-    leak_timeout: float | None = attrs.field(default=None, validator=optional(positive_number))
+    leak_timeout: float | None = attrs.field(default=None, validator=optional(seconds()))
     #: Threads expected to share the pool; a warning names a cap below it.
-    expected_threads: int | None = attrs.field(default=None, validator=optional(positive_int))
+    expected_threads: int | None = attrs.field(
+        default=None, validator=optional(int_between(1, MAX_ENTRIES))
+    )
     #: Verify TLS certificates (keep it on; use ca_certs for a private CA).
     verify: bool = attrs.field(default=True, validator=boolean)
     #: A CA bundle file to trust instead of the system's.
@@ -222,26 +261,27 @@ class MemoryConfig:
     #: The budget in MiB; None means the cgroup limit when one is set, else 512.
     max_memory_mb: float | None = attrs.field(default=None, validator=optional(positive_number))
     #: Seconds between samples.
-    sample_interval: float = attrs.field(default=1.0, validator=positive_number)
+    sample_interval: float = attrs.field(default=1.0, validator=seconds())
     warn: float = attrs.field(default=0.70, validator=fraction)
     gc: float = attrs.field(default=0.80, validator=fraction)
     shed: float = attrs.field(default=0.90, validator=fraction)
     critical: float = attrs.field(default=0.95, validator=fraction)
     consecutive_samples: int = attrs.field(default=3, validator=positive_int)
-    hysteresis: float = attrs.field(default=0.05, validator=non_negative_number)
+    #: A fraction of the budget in [0, 1).
+    hysteresis: float = attrs.field(default=0.05, validator=_hysteresis)
     #: Minimum seconds between two garbage collections.
-    gc_cooldown: float = attrs.field(default=30.0, validator=non_negative_number)
+    gc_cooldown: float = attrs.field(default=30.0, validator=seconds(zero=True))
     #: Reject new calls with MemoryPressureError while in the shed state or above.
     reject_on_pressure: bool = attrs.field(default=False, validator=boolean)
     #: Samples kept for the report's window (bounded).
-    history: int = attrs.field(default=300, validator=positive_int)
+    history: int = attrs.field(default=300, validator=int_between(1, MAX_ENTRIES))
     #: Call glibc malloc_trim(0) after a collection (opt-in).
     trim_on_gc: bool = attrs.field(default=False, validator=boolean)
     #: Distinct operation keys accounted; further keys fold into "other".
-    max_operations: int = attrs.field(default=256, validator=positive_int)
+    max_operations: int = attrs.field(default=256, validator=int_between(1, MAX_ENTRIES))
     #: Seconds between repeated pressure callbacks while the state stays at
     #: shed or critical (None: call back only on entering a state).
-    pressure_repeat: float | None = attrs.field(default=30.0, validator=optional(positive_number))
+    pressure_repeat: float | None = attrs.field(default=30.0, validator=optional(seconds()))
 
     def __attrs_post_init__(self) -> None:
         if not self.warn <= self.gc <= self.shed <= self.critical:
@@ -290,8 +330,8 @@ class ClientSettings:
     #: Read the API key from this environment variable.
     api_key_env: str | None = attrs.field(default=None, validator=optional_str)
     provider: str = attrs.field(default="openai", validator=optional_str)
-    timeout: float | None = attrs.field(default=None, validator=optional(positive_number))
-    deadline: float | None = attrs.field(default=None, validator=optional(positive_number))
+    timeout: float | None = attrs.field(default=None, validator=optional(seconds()))
+    deadline: float | None = attrs.field(default=None, validator=optional(seconds()))
     max_response_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=positive_int)
     #: Characters of a streamed answer kept for ``Stream.text`` (then a tail).
     max_stream_text: int | None = attrs.field(default=1 << 20, validator=optional(positive_int))
@@ -611,13 +651,26 @@ def _from_env(var: str, key: str, raw: str) -> Any:
     field = key.rsplit(".", 1)[1]
     if field in ("base_url", "api_key", "provider", "transport"):
         return raw
+    where: dict[str, Any] = {"key": key, "value": raw, "file": f"environment {var}"}
+    if key in _INT_ENV_KEYS:
+        try:
+            return int(raw.strip(), 10)
+        except ValueError:
+            raise ConfigError(f"{var} must be an integer, got {raw!r}", **where) from None
     try:
-        number = float(raw)
+        return float(raw)
     except ValueError:
-        raise ConfigError(
-            f"{var} must be a number, got {raw!r}", key=key, value=raw, file=f"environment {var}"
-        ) from None
-    return int(number) if number.is_integer() and field.startswith("max_") else number
+        raise ConfigError(f"{var} must be a number, got {raw!r}", **where) from None
+
+
+#: Environment keys read as integers ("1e9" or "20.0" is refused, not rounded).
+_INT_ENV_KEYS = frozenset(
+    {
+        "client.retry.max_attempts",
+        "connection_pool.max_connections",
+        "connection_pool.max_keepalive",
+    }
+)
 
 
 def _build(data: dict[str, Any], layers: _Layers) -> ClientConfig:

@@ -188,3 +188,17 @@ def test_check_config_refuses_an_alias_bomb(tmp_path: Path, text: str) -> None:
     assert str(path) in result.stderr
     assert "alias" in result.stderr.replace(str(path), "")
     assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+@pytest.mark.parametrize("raw", ["1e9", "1000000000"])
+def test_check_config_refuses_an_absurd_connection_cap(tmp_path: Path, raw: str) -> None:
+    """LLMPOOL_MAX_CONNECTIONS=1e9 (or 10**9) exits 1 naming the variable and the key."""
+    path = write(tmp_path, "client: {base_url: 'http://127.0.0.1:9/v1'}\n")
+    result = run("check-config", str(path), env={"LLMPOOL_MAX_CONNECTIONS": raw})
+    assert result.returncode == 1
+    assert "LLMPOOL_MAX_CONNECTIONS" in result.stderr
+    assert "connection_pool.max_connections" in result.stderr
+    assert "Traceback" not in result.stderr
