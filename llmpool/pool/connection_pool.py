@@ -285,7 +285,12 @@ class ConnectionPool(IConnectionPool):
         return self._route(url)[0]
 
     def close_idle(self) -> int:
-        """Close every idle connection now (memory pressure); return how many."""
+        """Close every idle connection now (memory pressure); return how many.
+
+        Thread-safe, and safe while other threads make calls: only connections
+        that sit idle in a host's queue are taken out and closed, never one a
+        thread holds, and each slot stays (a new connection opens on demand).
+        """
         with self._lock:
             pools = [pool for pool, _ in self._hosts.values()]
         closed = 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import queue as queues
 import socket
 import threading
 import time
@@ -237,16 +238,33 @@ class _TrackedPool:
         return sum(1 for c in list(queue.queue) if c is not None and c.sock is not None)
 
     def close_idle(self) -> int:
-        """Close every idle connection (memory pressure); return how many."""
+        """Close every idle connection (memory pressure); return how many.
+
+        Thread-safe: the idle connections are taken *out* of the queue first
+        (non-blocking gets), so no other thread can check one out while it is
+        closed; each slot goes back as a ``None`` placeholder (a new
+        connection on demand), so the cap stays the same. Connections other
+        threads hold are never in the queue, never touched.
+        """
         queue = self.pool
         if queue is None:
             return 0
-        closed = 0
-        for conn in list(queue.queue):
+        to_close = []
+        taken = []
+        while True:
+            try:
+                taken.append(queue.get(block=False))
+            except queues.Empty:
+                break
+        for conn in reversed(taken):  # LIFO: put back in the order found
             if conn is not None and conn.sock is not None:
-                conn.close()
-                closed += 1
-        return closed
+                to_close.append(conn)
+                queue.put(None, block=False)
+            else:
+                queue.put(conn, block=False)
+        for conn in to_close:
+            conn.close()
+        return len(to_close)
 
     def urlopen(
         self,

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import pickle
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from rawserver import OK, RawServer, read_request
 
 import llmpool
+from llmpool import PoolConfig
 from llmpool import exceptions as exc
 from llmpool.pool import ConnectionPool
 from llmpool.pool.adapter import RequestsTransport
@@ -54,6 +57,62 @@ def _shows(err: BaseException, secret: str) -> bool:
     texts = [str(err), repr(err), pickle.dumps(err).decode("latin-1")]
     texts.append(str(getattr(err, "url", "")))
     return any(secret in text for text in texts)
+
+
+# --------------------------------------------------------------------------- close_idle
+
+
+def test_close_idle_in_a_loop_never_fails_a_call() -> None:
+    """While another thread calls close_idle() without pause, 32 threads x 100 calls all succeed."""
+    reply = chat_reply("hi")
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        while read_request(conn) is not None:
+            conn.sendall(reply)
+
+    done = threading.Event()
+    rounds = [0]
+    with RawServer(behaviour) as server:
+        pool = ConnectionPool(PoolConfig(max_connections=8, pool_timeout=30.0))
+        with llmpool.Client(server.url, api_key="k", pool=pool, retry=ONE_TRY) as client:
+
+            def shed() -> None:
+                while not done.is_set() and rounds[0] < 10_000_000:
+                    pool.close_idle()
+                    rounds[0] += 1
+
+            def work(_: int) -> int:
+                return sum(client.chat("m", HI).text == "hi" for _ in range(100))
+
+            shedder = threading.Thread(target=shed, name="test-close-idle")
+            shedder.start()
+            try:
+                with ThreadPoolExecutor(32) as ex:
+                    results = [f.result() for f in [ex.submit(work, i) for i in range(32)]]
+            finally:
+                done.set()
+                shedder.join()
+            stats = pool.get_stats()
+        pool.close()
+    assert results == [100] * 32
+    assert rounds[0] > 0
+    assert stats["failed_requests"] == 0
+    assert stats["in_use"] == 0
+
+
+def test_close_idle_keeps_the_slot_count() -> None:
+    """close_idle() closes idle sockets, yet max_connections calls can still run at once."""
+    with RawServer(lambda c, n: _serve_ok(c)) as server:
+        with ConnectionPool(PoolConfig(max_connections=3, pool_timeout=5.0)) as pool:
+            held = [pool.request("GET", server.url + "/", stream=True) for _ in range(3)]
+            for response in held:
+                response.read()
+            assert pool.close_idle() == 3
+            assert pool.get_stats()["idle"] == 0
+            again = [pool.request("GET", server.url + "/", stream=True) for _ in range(3)]
+            for response in again:
+                assert response.read() == b'{"ok":true}'
+            assert pool.host_pool(server.url).pool.qsize() == 3
 
 
 # ------------------------------------------------------------------ header values in errors
