@@ -8,6 +8,9 @@ import pytest
 
 from llmpool.testing import MockLLMServer
 
+# pytester runs a test file in a child pytest (the leak guard's own test).
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def mock_server() -> Iterator[MockLLMServer]:
