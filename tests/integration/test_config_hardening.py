@@ -202,3 +202,17 @@ def test_check_config_refuses_an_absurd_connection_cap(tmp_path: Path, raw: str)
     assert "LLMPOOL_MAX_CONNECTIONS" in result.stderr
     assert "connection_pool.max_connections" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- plugins.strict
+
+
+def test_check_config_honours_plugins_strict(tmp_path: Path) -> None:
+    """With plugins.strict a plugin that cannot load fails check-config; without, it warns."""
+    text = "client: {base_url: 'http://127.0.0.1:9/v1'}\nplugins: {names: [no-such-plugin]%s}\n"
+    strict = run("check-config", str(write(tmp_path, text % ", strict: true")))
+    assert strict.returncode == 1
+    assert "no-such-plugin" in strict.stderr and "Traceback" not in strict.stderr
+    lenient = run("check-config", str(write(tmp_path, text % "")))
+    assert lenient.returncode == 0, lenient.stderr
+    assert "no-such-plugin" in lenient.stderr
