@@ -77,15 +77,55 @@ _exchange = _Exchange()
 
 # --------------------------------------------------------------------------- connections
 
+#: Informational (1xx) replies skipped before one final reply, at most.
+_MAX_INTERIM = 32
+
+
+class _FinalResponse(http.client.HTTPResponse):
+    """An ``http.client`` response that skips every informational (1xx) reply.
+
+    ``http.client`` skips only ``100 Continue``: a ``103 Early Hints`` would be
+    taken as the final reply (with no body) and the real one left unread on a
+    kept-alive socket, to be read as the *next* request's answer. A ``101``
+    is final, and its connection is never reused.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        for _ in range(_MAX_INTERIM):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            _skip_header_block(self.fp)
+        raise http.client.HTTPException(f"more than {_MAX_INTERIM} informational replies")
+
+    def begin(self) -> None:
+        super().begin()
+        if self.status == 101:  # the peer now speaks another protocol
+            self.will_close = True
+
+
+def _skip_header_block(fp: Any) -> None:
+    """Read the header lines of an informational reply, up to the blank line."""
+    for _ in range(101):  # http.client's own limit: 100 header lines
+        line = fp.readline(65537)
+        if len(line) > 65536:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return
+    raise http.client.HTTPException("got more than 100 headers")
+
 
 class _TrackedConnection:
-    """Mixin for urllib3 connections: opening time, requests served, stats."""
+    """Mixin for urllib3 connections: opening time, requests served, stats,
+    and responses that skip 1xx replies."""
 
     llm_stats: HostStats | None = None
     llm_opened = 0.0
     llm_last_used = 0.0
     llm_served = 0
     llm_leak_warned = False
+    llm_response: Any = None  # the response of the current exchange, until returned
+    response_class: type[http.client.HTTPResponse] = _FinalResponse
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
@@ -104,6 +144,7 @@ class _TrackedConnection:
     def getresponse(self) -> Any:
         response = super().getresponse()  # type: ignore[misc]
         _exchange.responded = True
+        self.llm_response = response
         return response
 
 
@@ -218,12 +259,16 @@ class _TrackedPool:
                 stats.returned(held)
         else:
             conn.llm_last_used = _now()
+            response, conn.llm_response = conn.llm_response, None
             if _exchange.conn is conn:
                 _exchange.conn = None
             stats.returned(conn)
-            if conn.sock is not None and self._over_keepalive():
-                conn.close()
-                stats.count("discarded")
+            if conn.sock is not None:
+                if response is not None and not response.isclosed():
+                    conn.close()  # a reply not read to its end must never be reused
+                elif self._over_keepalive():
+                    conn.close()
+                    stats.count("discarded")
         super()._put_conn(conn)  # type: ignore[misc]
 
     def _over_keepalive(self) -> bool:

@@ -59,6 +59,99 @@ def _shows(err: BaseException, secret: str) -> bool:
     return any(secret in text for text in texts)
 
 
+# --------------------------------------------------------------------------- 1xx replies
+
+
+def _serve_with_interim(interim: bytes) -> RawServer:
+    """A keep-alive server that sends *interim* (1xx replies), pauses, then a
+    200 whose answer names the request's number on the server."""
+    counter = [0]
+    lock = threading.Lock()
+    pause = threading.Event()
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        while read_request(conn) is not None:
+            with lock:
+                number = counter[0]
+                counter[0] += 1
+            conn.sendall(interim)
+            pause.wait(0.05)  # the final reply comes later, as from a real server
+            conn.sendall(chat_reply(f"answer {number}"))
+
+    return RawServer(behaviour)
+
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+
+
+def test_early_hints_do_not_shift_answers_on_a_reused_connection() -> None:
+    """103 Early Hints before each 200 is skipped: 3 calls on one socket get their own answers."""
+    with _serve_with_interim(EARLY_HINTS) as server:
+        pool = PoolConfig(max_connections=1)
+        with llmpool.Client(base_url=server.url, pool=pool, api_key="k", retry=ONE_TRY) as client:
+            answers = [client.chat("m", HI).text for _ in range(3)]
+            stats = client.stats()["pool"]
+    assert answers == ["answer 0", "answer 1", "answer 2"]
+    assert server.connections == 1
+    assert stats["connection_reuses"] == 2
+
+
+def test_several_informational_replies_in_a_row_are_skipped() -> None:
+    """100, 102 and 103 (with headers) in a row before the 200 are all skipped, call after call."""
+    interim = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n"
+        b"Link: </b.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </c.js>; rel=preload\r\n\r\n"
+    )
+    with _serve_with_interim(interim) as server:
+        pool = PoolConfig(max_connections=1)
+        with llmpool.Client(base_url=server.url, pool=pool, api_key="k", retry=ONE_TRY) as client:
+            answers = [client.chat("m", HI).text for _ in range(3)]
+    assert answers == ["answer 0", "answer 1", "answer 2"]
+    assert server.connections == 1
+
+
+def test_endless_informational_replies_are_a_protocol_error() -> None:
+    """A server that only ever sends 1xx replies gets ProtocolError, not a loop or a hang."""
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        read_request(conn)
+        conn.sendall(EARLY_HINTS * 1000)
+
+    with RawServer(behaviour) as server:
+        with ConnectionPool(PoolConfig(read_timeout=5.0)) as pool:
+            with pytest.raises(exc.ProtocolError):
+                pool.request("GET", server.url + "/")
+
+
+def test_switching_protocols_never_goes_back_to_the_pool() -> None:
+    """A 101 reply is final and its connection is closed, never reused for the next request."""
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        if read_request(conn) is not None:
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n"
+            )
+            conn.sendall(b"\x00\x01 not http any more")
+            while read_request(conn) is not None:
+                conn.sendall(b"garbage\r\n\r\n")
+
+    def ok(conn: socket.socket, number: int) -> None:
+        if number == 0:
+            behaviour(conn, number)
+        else:
+            while read_request(conn) is not None:
+                conn.sendall(OK)
+
+    with RawServer(ok) as server:
+        with ConnectionPool(PoolConfig(max_connections=1)) as pool:
+            assert pool.request("GET", server.url + "/").status == 101
+            assert pool.request("GET", server.url + "/").content == b'{"ok":true}'
+    assert server.connections == 2
+
+
 # --------------------------------------------------------------------------- close_idle
 
 
