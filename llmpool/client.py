@@ -166,6 +166,7 @@ class Client:
         follow_redirects: bool = False,
         plugin_settings: Mapping[str, Mapping[str, Any]] | None = None,
         plugin_dirs: Sequence[str] = (),
+        plugins_strict: bool = False,
         provider_options: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -201,7 +202,9 @@ class Client:
 
             self._transport = RequestsTransport(self._pool)
         self.transport = transport
-        self._plugins, self._owns_plugins = _make_plugins(plugins, plugin_settings, plugin_dirs)
+        self._plugins, self._owns_plugins = _make_plugins(
+            plugins, plugin_settings, plugin_dirs, strict=plugins_strict
+        )
         self._memory, self._owns_memory = _make_memory(memory)
         if self._memory is not None:
             self._wire_memory(self._memory)
@@ -685,7 +688,11 @@ def _make_pool(pool: ConnectionPool | PoolConfig | None) -> tuple[ConnectionPool
 
 
 def _make_plugins(
-    plugins: Any, settings: Mapping[str, Mapping[str, Any]] | None, dirs: Sequence[str]
+    plugins: Any,
+    settings: Mapping[str, Mapping[str, Any]] | None,
+    dirs: Sequence[str],
+    *,
+    strict: bool = False,
 ) -> tuple[PluginManager | None, bool]:
     from llmpool.plugins import PluginManager, resolve_plugin_names
 
@@ -695,7 +702,7 @@ def _make_plugins(
     names = resolve_plugin_names([p for p in (plugins or ()) if isinstance(p, str)])
     if not names and not objects and not dirs:
         return None, False
-    manager = PluginManager()
+    manager = PluginManager(strict=strict)
     if names:
         manager.load_entry_points(names, settings=settings)
     for directory in dirs:

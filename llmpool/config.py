@@ -386,6 +386,7 @@ class ClientConfig:
             "plugins": list(self.plugins.names),
             "plugin_settings": self.plugins.settings,
             "plugin_dirs": self.plugins.plugin_dirs,
+            "plugins_strict": self.plugins.strict,
             "memory": self.memory,
             "transport": c.transport,
             "max_response_bytes": c.max_response_bytes,

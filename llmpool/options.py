@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from llmpool.config import MAX_SECONDS
 from llmpool.exceptions import ConfigError
 from llmpool.redaction import redact_url
 from llmpool.retry import RetryPolicy
@@ -31,9 +32,10 @@ def _seconds(name: str, value: Any) -> float | None:
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
         or value <= 0
+        or value > MAX_SECONDS
     ):
         raise ConfigError(
-            f"{name} must be a finite number of seconds > 0 or None, got {value!r}",
+            f"{name} must be a number of seconds > 0 and <= {MAX_SECONDS}, or None, got {value!r}",
             key=name,
             value=value,
         )

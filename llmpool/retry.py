@@ -29,7 +29,7 @@ from typing import Any, overload
 
 import attrs
 
-from llmpool.config import boolean, non_negative_number, positive_int
+from llmpool.config import boolean, int_between, seconds
 from llmpool.exceptions import (
     APIStatusError,
     ConfigError,
@@ -91,13 +91,13 @@ class RetryPolicy:
     """
 
     #: Total attempts, the first one included (1 disables retries).
-    max_attempts: int = attrs.field(default=3, validator=positive_int)
+    max_attempts: int = attrs.field(default=3, validator=int_between(1, 100))
     #: The backoff ceiling before the first retry; it doubles per attempt.
-    base_delay: float = attrs.field(default=0.5, validator=non_negative_number)
+    base_delay: float = attrs.field(default=0.5, validator=seconds(zero=True))
     #: The backoff ceiling never grows beyond this.
-    max_delay: float = attrs.field(default=8.0, validator=non_negative_number)
+    max_delay: float = attrs.field(default=8.0, validator=seconds(zero=True))
     #: A ``Retry-After`` longer than this is not waited for: the error is raised at once.
-    max_retry_after: float = attrs.field(default=60.0, validator=non_negative_number)
+    max_retry_after: float = attrs.field(default=60.0, validator=seconds(zero=True))
     #: HTTP statuses worth another attempt; every other status is final.
     retry_statuses: frozenset[int] = attrs.field(
         default=DEFAULT_RETRY_STATUSES, converter=_status_set, validator=_statuses

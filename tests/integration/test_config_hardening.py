@@ -216,3 +216,17 @@ def test_check_config_honours_plugins_strict(tmp_path: Path) -> None:
     lenient = run("check-config", str(write(tmp_path, text % "")))
     assert lenient.returncode == 0, lenient.stderr
     assert "no-such-plugin" in lenient.stderr
+
+
+def test_from_config_with_plugins_strict_refuses_a_missing_plugin() -> None:
+    """plugins.strict in the configuration reaches the client: a missing plugin is an error."""
+    from llmpool import Client
+    from llmpool.exceptions import PluginLoadError
+
+    config = {
+        "client": {"base_url": "http://127.0.0.1:9/v1"},
+        "plugins": {"names": ["no-such-plugin"], "strict": True},
+    }
+    with pytest.raises(PluginLoadError):
+        Client.from_config(config)
+    Client.from_config({**config, "plugins": {"names": ["no-such-plugin"]}}).close()
