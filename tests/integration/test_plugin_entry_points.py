@@ -1,17 +1,19 @@
 """Real entry points through stevedore: the built-ins, the example package, broken plugins.
 
-Distributions are "installed" by writing their modules and a ``.dist-info``
-(METADATA, entry_points.txt, RECORD) into a temporary directory put on
-``sys.path``: no network, no build backend, nothing left behind. The
-stevedore and importlib caches are cleared before and after, and every
-module imported from the directory is forgotten.
+The example package (examples/plugin_package) is the pip-installed one, found
+like any third-party plugin; tox installs it, and without it those tests skip
+(``pip install ./examples/plugin_package``). The broken plugins are test-only
+distributions no real package should ship: their modules and a minimal
+``.dist-info`` are written into a temporary directory put on ``sys.path``. The
+stevedore and importlib caches are cleared before and after, and every module
+imported from that directory is forgotten.
 """
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import importlib
+import importlib.metadata
 import shutil
 import sys
 import textwrap
@@ -27,6 +29,7 @@ from llmpool.models import CallContext, Request
 from llmpool.plugins import ENV_VAR, PluginManager, describe_installed, resolve_plugin_names
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin_package"
+EXAMPLE_DISTRIBUTION = "llmpool-example-plugin"
 TEST_NAMESPACE = "llmpool_tests.plugins"
 
 
@@ -36,7 +39,7 @@ def _clear_caches() -> None:
 
 
 class Site:
-    """A temporary site directory that distributions are installed into."""
+    """A temporary site directory that test-only distributions are written into."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -68,25 +71,6 @@ class Site:
         (dist_info / "RECORD").write_text("\n".join(record) + "\n")
         _clear_caches()
 
-    def install_example(self) -> None:
-        """Install examples/plugin_package as its setup.cfg describes it."""
-        config = configparser.ConfigParser()
-        config.read(EXAMPLE / "setup.cfg")
-        groups = {
-            group: dict(
-                line.split("=", 1)
-                for line in config["options.entry_points"][group].split("\n")
-                if line
-            )
-            for group in config["options.entry_points"]
-        }
-        groups = {g: {k.strip(): v.strip() for k, v in eps.items()} for g, eps in groups.items()}
-        modules = {
-            f"{module}.py": (EXAMPLE / f"{module}.py").read_text()
-            for module in config["options"]["py_modules"].split()
-        }
-        self.install(config["metadata"]["name"], config["metadata"]["version"], groups, modules)
-
 
 @contextlib.contextmanager
 def temporary_site(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
@@ -105,6 +89,19 @@ def temporary_site(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site
                 del sys.modules[name]
         shutil.rmtree(root, ignore_errors=True)
         _clear_caches()
+
+
+@pytest.fixture
+def example_package() -> importlib.metadata.Distribution:
+    """The example plugin package's installed distribution; the test skips without it."""
+    _clear_caches()
+    try:
+        return importlib.metadata.distribution(EXAMPLE_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(
+            "examples/plugin_package is not installed (tox installs it): "
+            "pip install ./examples/plugin_package"
+        )
 
 
 @pytest.fixture
@@ -164,18 +161,22 @@ def test_environment_variable_selects_what_loads() -> None:
 # --------------------------------------------------------------------------- the example package
 
 
-def test_example_package_is_discovered_by_name(site: Site) -> None:
-    """The example package, once installed, is found by stevedore and works."""
-    assert "example_headers" not in {row["name"] for row in describe_installed()}
-    site.install_example()
+def test_example_package_is_discovered_by_name(
+    example_package: importlib.metadata.Distribution,
+) -> None:
+    """The installed example package is found by stevedore through its entry point and works."""
     found = NamedExtensionManager("llmpool.plugins", ["example_headers"])
     assert found.names() == ["example_headers"]
+    declared = example_package.entry_points.select(group="llmpool.plugins")
+    assert found.extensions[0].entry_point.value == declared["example_headers"].value
 
     manager = PluginManager(strict=True)
     loaded = manager.load_entry_points(
         ["example_headers"], settings={"example_headers": {"headers": {"X-Team": "search"}}}
     )
     assert loaded == ["example_headers"]
+    module_file = Path(sys.modules["llmpool_example_plugin"].__file__ or "")
+    assert module_file.parent != EXAMPLE  # the installed copy, not the source tree's
     request = Request(method="POST", path="/chat/completions", headers={"A": "1"}, payload={})
     changed = manager.before_request(CallContext(operation="chat"), request)
     assert isinstance(changed, Request)
@@ -184,24 +185,32 @@ def test_example_package_is_discovered_by_name(site: Site) -> None:
     assert manager.stats()["plugins"]["example_headers"]["own"] == {"chat:ok": 1}
 
 
-def test_example_package_is_listed_with_its_distribution(site: Site) -> None:
+def test_example_package_is_listed_with_its_distribution(
+    example_package: importlib.metadata.Distribution, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """describe_installed shows the example's distribution and version, importing on demand."""
-    site.install_example()
+    monkeypatch.delitem(sys.modules, "llmpool_example_plugin", raising=False)
     rows = {row["name"]: row for row in describe_installed(("llmpool.plugins",))}
     row = rows["example_headers"]
-    assert row["distribution"] == "llmpool-example-plugin" and row["version"] == "0.1.0"
+    assert row["distribution"] == EXAMPLE_DISTRIBUTION
+    assert row["version"] == example_package.version
     assert "llmpool_example_plugin" not in sys.modules
     loaded = {r["name"]: r for r in describe_installed(("llmpool.plugins",), load=True)}
     assert loaded["example_headers"]["loaded"] is True
 
 
-def test_uninstalled_package_is_gone_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the site is removed and caches cleared, the example is no longer found."""
+def test_a_removed_site_is_gone_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the temporary site is removed and caches cleared, its plugin is no longer found."""
     with temporary_site(tmp_path / "site", monkeypatch) as installed:
-        installed.install_example()
-        assert "example_headers" in {row["name"] for row in describe_installed()}
-    assert "example_headers" not in {row["name"] for row in describe_installed()}
-    assert PluginManager().load_entry_points(["example_headers"]) == []
+        installed.install(
+            "llmpool-tests-good",
+            "1.0",
+            {TEST_NAMESPACE: {"good": "llmpool_tests_good:Good"}},
+            {"llmpool_tests_good.py": GOOD},
+        )
+        assert "good" in {row["name"] for row in describe_installed((TEST_NAMESPACE,))}
+    assert "good" not in {row["name"] for row in describe_installed((TEST_NAMESPACE,))}
+    assert PluginManager().load_entry_points(["good"], TEST_NAMESPACE) == []
 
 
 # --------------------------------------------------------------------------- broken plugins
