@@ -21,6 +21,7 @@ thread that made it.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import queue as queues
@@ -79,6 +80,9 @@ _exchange = _Exchange()
 
 #: Informational (1xx) replies skipped before one final reply, at most.
 _MAX_INTERIM = 32
+
+#: The largest piece of a body read (and decoded) at a time.
+_CHUNK = 65536
 
 
 class _FinalResponse(http.client.HTTPResponse):
@@ -533,8 +537,11 @@ class Response:
     Confined to the thread that made it. Its connection goes back to the pool
     when the body has been read to the end, or on :meth:`close` (which closes
     the connection when the body was not read to the end, so a half-read
-    socket is never reused). Use it as a context manager. :attr:`url` is the
-    request's URL with any password and credential-like query parameter masked.
+    socket is never reused). Use it as a context manager.
+
+    Bodies are decoded (gzip, deflate...) as they are read, at most 64 KiB
+    at a time: size limits apply to the decoded bytes. :attr:`url` is the request's
+    URL with any password and credential-like query parameter masked.
     """
 
     __slots__ = ("_content", "_raw", "_released", "_url", "connection_reused", "headers", "status")
@@ -561,25 +568,31 @@ class Response:
         """Read the whole body and give the connection back.
 
         Raises :class:`~llmpool.exceptions.ResponseTooLarge` (and closes the
-        connection) when the body exceeds *max_bytes*. A second call returns
-        the same bytes.
+        connection) when the decoded body exceeds *max_bytes*; a compressed
+        body is decoded 64 KiB at a time, so it is refused before it is
+        inflated. A second call returns the same bytes.
         """
         if self._content is not None:
             return self._content
         raw = self._raw
         length = raw.length_remaining
-        if length is not None and (max_bytes is None or length <= max_bytes):
+        if (
+            length is not None
+            and (max_bytes is None or length <= max_bytes)
+            and _identity(self.headers)
+        ):
             return self._read_known()
         parts: list[bytes] = []
         size = 0
         try:
             while True:
-                chunk = raw.read(65536)
+                chunk = raw.read(_CHUNK, decode_content=True)
                 if not chunk:
                     break
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
-                    self.close()
+                    parts.clear()
+                    self._discard()
                     raise errors.ResponseTooLarge(
                         f"response body exceeded max_response_bytes={max_bytes}",
                         status_code=self.status,
@@ -588,23 +601,23 @@ class Response:
                         limit=max_bytes,
                     )
                 parts.append(chunk)
+            self._finish()
         except errors.LLMPoolError:
             raise
         except Exception as exc:
             self.close()
             raise map_error(exc, self._url) from exc
-        self._finish()
         self._content = b"".join(parts)
         return self._content
 
     def _read_known(self) -> bytes:
-        """Read a body whose Content-Length fits the limit, in one call."""
+        """Read an identity body whose Content-Length fits the limit, in one call."""
         try:
             data: bytes = self._raw.read()
+            self._finish()
         except Exception as exc:
             self.close()
             raise map_error(exc, self._url) from exc
-        self._finish()
         self._content = data
         return data
 
@@ -614,27 +627,28 @@ class Response:
         return self.read()
 
     def iter_bytes(self) -> Iterator[bytes]:
-        """Yield the body as it arrives (each chunk as soon as it is received)."""
+        """Yield the decoded body as it arrives: each piece as soon as it is
+        received, never more than 64 KiB at a time."""
         raw = self._raw
         try:
             if raw.chunked and raw.supports_chunked_reads():
-                chunks = raw.read_chunked(decode_content=True)
+                chunks = raw.read_chunked(_CHUNK, decode_content=True)
             else:
-                chunks = iter(lambda: raw.read1(65536), b"")
+                chunks = iter(functools.partial(raw.read1, _CHUNK, decode_content=True), b"")
             yield from chunks
+            self._finish()
         except Exception as exc:
             self.close()
             raise map_error(exc, self._url) from exc
-        self._finish()
 
     def drain(self, limit: int = 1 << 20) -> bool:
-        """Read what is left (at most *limit* bytes) so the connection can be
-        reused; return whether it was. Never raises."""
+        """Read what is left (at most *limit* decoded bytes) so the connection
+        can be reused; return whether it was. Never raises."""
         raw = self._raw
         try:
             left = limit
             while left > 0:
-                chunk = raw.read(min(65536, left))
+                chunk = raw.read(min(_CHUNK, left), decode_content=True)
                 if not chunk:
                     self._finish()
                     return True
@@ -648,6 +662,18 @@ class Response:
         if not self._released:
             self._released = True
             self._raw.release_conn()
+
+    def _discard(self) -> None:
+        """Give the connection back closed (unless urllib3 already gave it back
+        clean, the whole body having been received)."""
+        if self._released:
+            return
+        self._released = True
+        raw = self._raw
+        try:
+            raw.close()
+        finally:
+            raw.release_conn()
 
     def close(self) -> None:
         """Give the connection back; close it first unless the body was read to the end."""
@@ -669,3 +695,9 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response [{self.status}] {self.url}>"
+
+
+def _identity(headers: Mapping[str, str]) -> bool:
+    """Whether the body is sent as is (no Content-Encoding to decode)."""
+    encoding = headers.get("content-encoding")
+    return not encoding or encoding.strip().lower() == "identity"

@@ -7,6 +7,8 @@ import json
 import pickle
 import socket
 import threading
+import tracemalloc
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -150,6 +152,125 @@ def test_switching_protocols_never_goes_back_to_the_pool() -> None:
             assert pool.request("GET", server.url + "/").status == 101
             assert pool.request("GET", server.url + "/").content == b'{"ok":true}'
     assert server.connections == 2
+
+
+# --------------------------------------------------------------------------- decoded size limit
+
+DECODED = 64 * 1024 * 1024  # what the bomb inflates to
+LIMIT = 1024 * 1024
+PEAK_BOUND = 8 * 1024 * 1024  # far below DECODED: the body was never inflated whole
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """64 MiB of zeros, gzip-compressed (about 64 KB on the wire)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1024 * 1024)
+    parts = [packer.compress(zeros) for _ in range(DECODED // len(zeros))]
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def _bomb_server(body: bytes, framing: str) -> RawServer:
+    def behaviour(conn: socket.socket, _: int) -> None:
+        if read_request(conn) is None:
+            return
+        head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        if framing == "length":
+            conn.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        elif framing == "chunked":
+            conn.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+            for i in range(0, len(body), 16384):
+                piece = body[i : i + 16384]
+                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            conn.sendall(b"0\r\n\r\n")
+        else:  # delimited by the server closing the connection
+            conn.sendall(f"{head}Connection: close\r\n\r\n".encode() + body)
+            conn.shutdown(socket.SHUT_WR)
+        read_request(conn)  # hold the connection until the client closes it
+
+    return RawServer(behaviour)
+
+
+def _peak_of(work: object) -> int:
+    """The tracemalloc peak (bytes) while running *work*()."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        work()  # type: ignore[operator]
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_gzip_bomb_is_refused_by_its_decoded_size(bomb: bytes, framing: str) -> None:
+    """A gzip body over max_bytes once decoded raises ResponseTooLarge, read in bounded pieces."""
+    with _bomb_server(bomb, framing) as server:
+        with ConnectionPool() as pool:
+            response = pool.request("GET", server.url + "/", stream=True)
+            errors: list[BaseException] = []
+
+            def read() -> None:
+                try:
+                    response.read(max_bytes=LIMIT)
+                except exc.ResponseTooLarge as err:
+                    errors.append(err)
+
+            peak = _peak_of(read)
+    assert len(errors) == 1 and errors[0].limit == LIMIT  # type: ignore[attr-defined]
+    assert peak < PEAK_BOUND, f"peak {peak} bytes while refusing the body"
+
+
+def test_gzip_bomb_through_the_client_is_response_too_large(bomb: bytes) -> None:
+    """Client(max_response_bytes=1 MiB) refuses a 64 MiB-decoded gzip body with a Content-Length."""
+    with _bomb_server(bomb, "length") as server:
+        with llmpool.Client(
+            server.url, api_key="k", retry=ONE_TRY, max_response_bytes=LIMIT
+        ) as client:
+            with pytest.raises(exc.ResponseTooLarge):
+                client.chat("m", HI)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_streamed_gzip_bomb_comes_in_bounded_pieces(bomb: bytes, framing: str) -> None:
+    """iter_bytes never inflates more than 64 KiB at a time, whatever the framing."""
+    sizes: list[int] = []
+    with _bomb_server(bomb, framing) as server:
+        with ConnectionPool() as pool:
+            response = pool.request("GET", server.url + "/", stream=True)
+
+            def stream() -> None:
+                with response:
+                    for chunk in response.iter_bytes():
+                        sizes.append(len(chunk))
+                        if sum(sizes) >= 4 * LIMIT:
+                            break
+
+            peak = _peak_of(stream)
+    assert sum(sizes) >= 4 * LIMIT
+    assert max(sizes) <= 65536
+    assert peak < PEAK_BOUND
+
+
+def test_plain_body_within_the_limit_is_read_whole() -> None:
+    """An identity body with a Content-Length within the limit is returned as sent."""
+    body = b"x" * 300_000
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        while read_request(conn) is not None:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    with RawServer(behaviour) as server:
+        with ConnectionPool() as pool:
+            assert pool.request("GET", server.url + "/").content == body
+            response = pool.request("GET", server.url + "/", stream=True)
+            assert response.read(max_bytes=len(body)) == body
+            response = pool.request("GET", server.url + "/", stream=True)
+            with pytest.raises(exc.ResponseTooLarge):
+                response.read(max_bytes=len(body) // 2)
+            assert pool.request("GET", server.url + "/").content == body
+            assert pool.get_stats()["connections_created"] == 2  # the refused one was closed
 
 
 # --------------------------------------------------------------------------- close_idle
