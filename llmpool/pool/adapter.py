@@ -22,7 +22,13 @@ import requests.adapters
 
 from llmpool.exceptions import LLMPoolError, TransportError
 from llmpool.pool.connection_pool import ConnectionPool
-from llmpool.pool.transport import Response, describe_error, map_error
+from llmpool.pool.transport import (
+    DeadlineTimeout,
+    Response,
+    check_deadline,
+    describe_error,
+    map_error,
+)
 from llmpool.redaction import redact_url
 
 __all__ = ["PooledHTTPAdapter", "RequestsTransport", "map_requests_error"]
@@ -132,18 +138,26 @@ class RequestsTransport:
         timeout: float | None = None,
         stream: bool = False,
         pool_timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Response:
-        """Like :meth:`ConnectionPool.request`, through requests."""
+        """Like :meth:`ConnectionPool.request`, through requests: *deadline*
+        (a ``time.monotonic()`` instant) bounds every read the same way.
+        requests has no pool wait of its own: *pool_timeout* is not used, the
+        pool's configured ``pool_timeout`` applies."""
         cfg = self.pool.config
         read = timeout if timeout is not None else cfg.effective_read_timeout
         connect = min(read, cfg.effective_connect_timeout)
+        timeouts: Any = (connect, read)
+        if deadline is not None:
+            connect = min(connect, check_deadline(deadline, url))
+            timeouts = DeadlineTimeout(connect=connect, read=read, deadline=deadline)
         try:
             reply = self.session().request(
                 method,
                 url,
                 data=body,
                 headers=dict(headers or {}),
-                timeout=(connect, read),
+                timeout=timeouts,
                 stream=True,
                 allow_redirects=False,
             )

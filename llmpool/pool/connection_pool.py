@@ -28,7 +28,13 @@ from llmpool.exceptions import ConfigError, PoolClosed
 from llmpool.pool import transport
 from llmpool.pool.interfaces import IConnectionPool
 from llmpool.pool.stats import COUNTERS, HostStats, merge_snapshots
-from llmpool.pool.transport import Response, make_pool_manager, map_error
+from llmpool.pool.transport import (
+    DeadlineTimeout,
+    Response,
+    check_deadline,
+    make_pool_manager,
+    map_error,
+)
 from llmpool.redaction import redact_url
 
 __all__ = ["ConnectionPool"]
@@ -216,25 +222,41 @@ class ConnectionPool(IConnectionPool):
         timeout: float | None = None,
         stream: bool = False,
         pool_timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Response:
         """Send one request; see :meth:`IConnectionPool.request`.
 
         *timeout* bounds the connect and each read (seconds; default: the
         config's). *pool_timeout* can only shorten the config's wait for a free
-        connection (a call's deadline uses it), never lengthen it.
+        connection (a call's deadline uses it), never lengthen it. *deadline*
+        (an absolute ``time.monotonic()`` instant) bounds every read of this
+        exchange, the body and a stream's reads included: each waits at most
+        min(read timeout, time left), and once it has passed a read raises
+        :class:`~llmpool.exceptions.ReadTimeout` at once (as does the call
+        itself, sending nothing, when it has passed already).
         Raises only :class:`~llmpool.exceptions.TransportError` subclasses.
+        Thread-safe.
         """
         if self._closed:
             raise _closed_error(url)
         host_pool, path = self._route(url)
+        wait = self._pool_wait(pool_timeout)
+        if deadline is None:
+            timeouts = self._timeout if timeout is None else self._timeout_for(timeout)
+        else:
+            left = check_deadline(deadline, url)
+            wait = min(wait, left)
+            read = self.config.effective_read_timeout if timeout is None else timeout
+            connect = min(read, self.config.effective_connect_timeout, left)
+            timeouts = DeadlineTimeout(connect=connect, read=read, deadline=deadline)
         try:
             raw = host_pool.urlopen(
                 method,
                 path,
                 body=body,
                 headers=headers,
-                timeout=self._timeout if timeout is None else self._timeout_for(timeout),
-                pool_timeout=self._pool_wait(pool_timeout),
+                timeout=timeouts,
+                pool_timeout=wait,
                 preload_content=False,
                 release_conn=False,
                 assert_same_host=False,

@@ -36,12 +36,21 @@ class IConnectionPool(abc.ABC):
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         stream: bool = False,
+        pool_timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """Send one request over a pooled connection and return the response.
 
         With ``stream=False`` the body is read before returning and the
         connection is back in the pool; with ``stream=True`` the caller reads
         the body and must close the response.
+
+        *timeout* bounds the connect and each read; *pool_timeout* can only
+        shorten the configured wait for a free connection. *deadline* is an
+        absolute ``time.monotonic()`` instant that bounds every read of this
+        exchange (headers, body, stream reads, drain): each waits at most
+        min(read timeout, time left), and once it has passed a read raises
+        :class:`~llmpool.exceptions.ReadTimeout` at once. Thread-safe.
         """
 
     @abc.abstractmethod

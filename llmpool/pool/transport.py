@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import functools
 import http.client
+import io
 import logging
 import queue as queues
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import urllib3
 from urllib3 import exceptions as u3
@@ -44,7 +45,9 @@ from llmpool.redaction import redact_url
 
 __all__ = [
     "NO_RETRY",
+    "DeadlineTimeout",
     "Response",
+    "check_deadline",
     "describe_error",
     "make_pool_manager",
     "map_error",
@@ -78,11 +81,71 @@ _exchange = _Exchange()
 
 # --------------------------------------------------------------------------- connections
 
+#: The clock of call deadlines (absolute ``time.monotonic()`` instants; not
+#: the transport's patchable ``_now``, which tests move by hand).
+_deadline_clock = time.monotonic
+
 #: Informational (1xx) replies skipped before one final reply, at most.
 _MAX_INTERIM = 32
 
 #: The largest piece of a body read (and decoded) at a time.
 _CHUNK = 65536
+
+
+class _ReadBudget:
+    """What bounds the reads of a connection's current exchange.
+
+    ``deadline`` is an absolute ``time.monotonic()`` instant (None: none),
+    set when the exchange starts and cleared when the connection goes back
+    to the pool; ``read_timeout`` is the exchange's per-read timeout.
+    Confined to the thread holding the connection.
+    """
+
+    __slots__ = ("deadline", "read_timeout")
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.read_timeout: float | None = None
+
+
+class _DeadlineSocketIO(socket.SocketIO):
+    """The raw reader under a response: each ``recv_into`` waits at most
+    min(read timeout, time left before the deadline), and fails at once with
+    ``socket.timeout`` once the deadline has passed."""
+
+    def __init__(self, sock: socket.socket, budget: _ReadBudget) -> None:
+        super().__init__(sock, "rb")
+        self._llm_sock = sock
+        self._llm_budget = budget
+
+    def readinto(self, b: Any) -> int | None:
+        budget = self._llm_budget
+        deadline = budget.deadline
+        if deadline is not None:
+            left = deadline - _deadline_clock()
+            if left <= 0:
+                raise TimeoutError("the call's deadline has passed")
+            limit = budget.read_timeout
+            self._llm_sock.settimeout(left if limit is None or left < limit else limit)
+        return super().readinto(b)
+
+
+class _SocketFile:
+    """Hands ``http.client.HTTPResponse.__init__`` a deadline-aware file for *sock*."""
+
+    __slots__ = ("budget", "sock")
+
+    def __init__(self, sock: Any, budget: _ReadBudget) -> None:
+        self.sock = sock
+        self.budget = budget
+
+    def makefile(self, mode: str) -> BinaryIO:
+        sock = self.sock
+        if not isinstance(sock, socket.socket):  # e.g. TLS in TLS: no deadline per read
+            return sock.makefile(mode)  # type: ignore[no-any-return]
+        raw = _DeadlineSocketIO(sock, self.budget)
+        sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does
+        return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
 
 
 class _FinalResponse(http.client.HTTPResponse):
@@ -93,6 +156,17 @@ class _FinalResponse(http.client.HTTPResponse):
     kept-alive socket, to be read as the *next* request's answer. A ``101``
     is final, and its connection is never reused.
     """
+
+    def __init__(
+        self,
+        sock: Any,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        budget: _ReadBudget,
+    ) -> None:
+        super().__init__(_SocketFile(sock, budget), debuglevel, method, url)  # type: ignore[arg-type]
 
     def _read_status(self) -> tuple[str, int, str]:
         for _ in range(_MAX_INTERIM):
@@ -121,7 +195,7 @@ def _skip_header_block(fp: Any) -> None:
 
 class _TrackedConnection:
     """Mixin for urllib3 connections: opening time, requests served, stats,
-    and responses that skip 1xx replies."""
+    1xx skipping and deadline-bounded reads."""
 
     llm_stats: HostStats | None = None
     llm_opened = 0.0
@@ -129,7 +203,15 @@ class _TrackedConnection:
     llm_served = 0
     llm_leak_warned = False
     llm_response: Any = None  # the response of the current exchange, until returned
-    response_class: type[http.client.HTTPResponse] = _FinalResponse
+    llm_budget: _ReadBudget
+    timeout: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        budget = self.llm_budget = _ReadBudget()
+        # http.client builds each response with self.response_class(sock, method=...):
+        # this connection's responses skip 1xx replies and read within its budget.
+        self.__dict__["response_class"] = functools.partial(_FinalResponse, budget=budget)
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
@@ -146,6 +228,9 @@ class _TrackedConnection:
         self.llm_served += 1
 
     def getresponse(self) -> Any:
+        # urllib3 has just set self.timeout to this exchange's read timeout.
+        timeout = self.timeout
+        self.llm_budget.read_timeout = timeout if isinstance(timeout, (int, float)) else None
         response = super().getresponse()  # type: ignore[misc]
         _exchange.responded = True
         self.llm_response = response
@@ -263,6 +348,7 @@ class _TrackedPool:
                 stats.returned(held)
         else:
             conn.llm_last_used = _now()
+            conn.llm_budget.deadline = None
             response, conn.llm_response = conn.llm_response, None
             if _exchange.conn is conn:
                 _exchange.conn = None
@@ -274,6 +360,12 @@ class _TrackedPool:
                     conn.close()
                     stats.count("discarded")
         super()._put_conn(conn)  # type: ignore[misc]
+
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        """One exchange on *conn*: its reads are bounded by the deadline that
+        a :class:`DeadlineTimeout` carries (none for a plain Timeout)."""
+        conn.llm_budget.deadline = getattr(kwargs.get("timeout"), "llm_deadline", None)
+        return super()._make_request(conn, method, url, *args, **kwargs)  # type: ignore[misc]
 
     def _over_keepalive(self) -> bool:
         keep = self.llm_config.max_keepalive
@@ -528,6 +620,38 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: {text}" if name not in text else text
 
 
+def check_deadline(deadline: float, url: str) -> float:
+    """Seconds left before *deadline* (a ``time.monotonic()`` instant); raise
+    :class:`~llmpool.exceptions.ReadTimeout` when it has passed, so nothing
+    is sent whose answer could no longer be read."""
+    left = deadline - _deadline_clock()
+    if left <= 0:
+        shown = redact_url(url)
+        raise errors.ReadTimeout(
+            f"the call's deadline passed before the request was sent ({shown})", url=shown
+        )
+    return left
+
+
+class DeadlineTimeout(urllib3.Timeout):
+    """A urllib3 ``Timeout`` that also carries an exchange's deadline (an
+    absolute ``time.monotonic()`` instant): every read of the exchange waits
+    at most min(read timeout, time left). Immutable like its base; its clones
+    keep the deadline (urllib3 clones a Timeout per request)."""
+
+    def __init__(self, *, connect: float | None, read: float | None, deadline: float) -> None:
+        super().__init__(connect=connect, read=read)
+        self.llm_deadline = deadline
+
+    def clone(self) -> DeadlineTimeout:
+        """A copy with the same timeouts and deadline."""
+        return DeadlineTimeout(
+            connect=self._connect,  # type: ignore[arg-type]
+            read=self._read,  # type: ignore[arg-type]
+            deadline=self.llm_deadline,
+        )
+
+
 # --------------------------------------------------------------------------- responses
 
 
@@ -540,7 +664,8 @@ class Response:
     socket is never reused). Use it as a context manager.
 
     Bodies are decoded (gzip, deflate...) as they are read, at most 64 KiB
-    at a time: size limits apply to the decoded bytes. :attr:`url` is the request's
+    at a time: size limits apply to the decoded bytes. Every read is bounded
+    by the exchange's deadline, when it has one. :attr:`url` is the request's
     URL with any password and credential-like query parameter masked.
     """
 

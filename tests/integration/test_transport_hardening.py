@@ -7,8 +7,10 @@ import json
 import pickle
 import socket
 import threading
+import time
 import tracemalloc
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -392,3 +394,102 @@ def test_password_in_url_never_shows_in_responses_or_read_errors() -> None:
     assert not any("hunter2secret" in s or FAKE_KEY in s for s in shown)
     assert not _shows(info.value, "hunter2secret")
     assert not _shows(info.value, FAKE_KEY)
+
+
+# --------------------------------------------------------------------------- deadline per read
+
+
+def _trickle(head: bytes, piece: bytes, times: int, tail: bytes = b"") -> RawServer:
+    """A server that sends *head*, then *piece* every 0.1 s (*times* times), then *tail*."""
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        if read_request(conn) is None:
+            return
+        conn.sendall(head)
+        tick = threading.Event()
+        for _ in range(times):
+            tick.wait(0.1)
+            conn.sendall(piece)
+        conn.sendall(tail)
+        read_request(conn)
+
+    return RawServer(behaviour)
+
+
+@pytest.fixture
+def slow_pool() -> Iterator[ConnectionPool]:
+    """A pool whose read timeout (1 s) is far above the servers' 0.1 s trickle."""
+    with ConnectionPool(PoolConfig(read_timeout=1.0)) as pool:
+        yield pool
+
+
+def test_deadline_bounds_trickled_headers(slow_pool: ConnectionPool) -> None:
+    """Header lines trickled within the read timeout still hit the deadline: ReadTimeout."""
+    with _trickle(b"HTTP/1.1 200 OK\r\n", b"X-Slow: 1\r\n", 30, OK.partition(b"\r\n")[2]) as server:
+        with pytest.raises(exc.ReadTimeout):
+            slow_pool.request("GET", server.url + "/", deadline=time.monotonic() + 0.5)
+
+
+def test_deadline_bounds_a_trickled_body(slow_pool: ConnectionPool) -> None:
+    """A body trickled a byte at a time within the read timeout hits the deadline: ReadTimeout."""
+    with _trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n", b"x", 30) as server:
+        with pytest.raises(exc.ReadTimeout):
+            slow_pool.request("GET", server.url + "/", deadline=time.monotonic() + 0.5)
+
+
+def test_deadline_bounds_a_stream_of_comments(slow_pool: ConnectionPool) -> None:
+    """An SSE stream of ': ping' comments read with iter_bytes hits the deadline: ReadTimeout."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    ping = b"8\r\n: ping\n\n\r\n"
+    with _trickle(head, ping, 30, b"0\r\n\r\n") as server:
+        response = slow_pool.request(
+            "GET", server.url + "/", stream=True, deadline=time.monotonic() + 0.5
+        )
+        pieces = []
+        with response, pytest.raises(exc.ReadTimeout):
+            for piece in response.iter_bytes():
+                pieces.append(piece)
+    assert 0 < len(pieces) < 30
+
+
+def test_deadline_bounds_drain(slow_pool: ConnectionPool) -> None:
+    """drain() of a trickled body stops at the deadline and closes the connection."""
+    with _trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n", b"x", 30) as server:
+        response = slow_pool.request(
+            "GET", server.url + "/", stream=True, deadline=time.monotonic() + 0.5
+        )
+        assert response.drain() is False
+    assert slow_pool.get_stats()["idle"] == 0
+
+
+def test_passed_deadline_fails_at_once_without_sending(slow_pool: ConnectionPool) -> None:
+    """A deadline already passed raises ReadTimeout and sends nothing."""
+    with RawServer(lambda c, n: _serve_ok(c)) as server:
+        with pytest.raises(exc.ReadTimeout):
+            slow_pool.request("POST", server.url + "/", body=b"{}", deadline=time.monotonic() - 1)
+        assert (
+            slow_pool.request("GET", server.url + "/", deadline=time.monotonic() + 5).status == 200
+        )
+        stats = slow_pool.get_stats()
+    assert stats["total_requests"] == 1
+
+
+def test_deadline_is_forgotten_when_the_connection_goes_back(slow_pool: ConnectionPool) -> None:
+    """A connection reused after its last call's deadline passed reads normally (no stale bound)."""
+    with RawServer(lambda c, n: _serve_ok(c)) as server:
+        deadline = time.monotonic() + 0.2
+        assert slow_pool.request("GET", server.url + "/", deadline=deadline).status == 200
+        while time.monotonic() <= deadline:  # let that deadline pass (bounded by its own value)
+            threading.Event().wait(0.05)
+        assert slow_pool.request("GET", server.url + "/").status == 200
+        assert slow_pool.get_stats()["connection_reuses"] == 1
+
+
+def test_deadline_through_the_requests_transport(slow_pool: ConnectionPool) -> None:
+    """RequestsTransport.request(deadline=...) bounds the reads the same way."""
+    with _trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n", b"x", 30) as server:
+        transport = RequestsTransport(slow_pool)
+        with pytest.raises(exc.ReadTimeout):
+            transport.request("GET", server.url + "/", deadline=time.monotonic() + 0.5)
