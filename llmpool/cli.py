@@ -456,6 +456,8 @@ def _run_mock_server(args: argparse.Namespace) -> int:
     stop = threading.Event()
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if in_main else None
+    # Stop on Ctrl-C even when started with SIGINT ignored (nohup, a background job).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main else None
     try:
         server.start()
     except OSError as exc:
@@ -472,6 +474,8 @@ def _run_mock_server(args: argparse.Namespace) -> int:
         server.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
     print(
         f"served {server.request_count} requests on {server.connections_opened} connections",
         file=sys.stderr,

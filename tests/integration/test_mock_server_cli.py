@@ -25,15 +25,12 @@ def read_line(process: subprocess.Popen[str], timeout: float = 20.0) -> str:
 Run = Callable[..., "subprocess.Popen[str]"]
 
 
-def default_sigint() -> None:
-    """In the child before exec: SIGINT back to its default disposition.
-
-    A suite started from a background job (``nohup``, ``&``) runs with SIGINT
-    ignored, and an ignored signal stays ignored across exec: the child Python
-    would then never raise KeyboardInterrupt. With the default disposition the
-    child installs its own KeyboardInterrupt handler, as from a terminal.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def ignore_sigint() -> None:
+    """In the child before exec: SIGINT ignored, as for a command started from a
+    background job (``nohup``, ``&``), where an ignored signal stays ignored
+    across exec. The command must still stop on SIGINT: it installs its own
+    handler."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture
@@ -47,7 +44,7 @@ def run() -> Iterator[Run]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=default_sigint,  # noqa: PLW1509 (a signal reset, nothing that locks)
+            preexec_fn=ignore_sigint,  # noqa: PLW1509 (a signal setting, nothing that locks)
         )
         processes.append(process)
         return process
@@ -61,7 +58,8 @@ def run() -> Iterator[Run]:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_mock_server_command_serves_until_signalled(run: Run, sig: signal.Signals) -> None:
-    """It prints the base URL, answers with the given reply and faults, and exits 0 on a signal."""
+    """It prints the base URL, answers with the given reply and faults, and exits 0 on a
+    signal, SIGINT included when it was started with SIGINT ignored."""
     process = run("--reply", "hi from cli", "--inject", "status=503,retry_after=1")
     base_url = read_line(process)
     assert base_url.startswith("http://127.0.0.1:")
