@@ -477,7 +477,9 @@ class Client:
         try:
             if request.stream:
                 return self._open_stream(ctx, request, attempts)
-            result, received = attempts.run(lambda t: self._send_once(ctx, request, parse, t))
+            result, received = attempts.run(
+                lambda t: self._send_once(ctx, request, parse, t, budget.expires_at)
+            )
         except LLMPoolError as err:
             self._failed(ctx, request, err)
             raise
@@ -544,10 +546,15 @@ class Client:
         return f"{self._url_prefix}{path}{'&' if '?' in path else '?'}{self._url_query}"
 
     def _send_once(
-        self, ctx: CallContext, request: Request, parse: Callable[..., T], timeout: float | None
+        self,
+        ctx: CallContext,
+        request: Request,
+        parse: Callable[..., T],
+        timeout: float | None,
+        deadline: float | None,
     ) -> tuple[T, int]:
         """One attempt of a non-streamed call: send, read, classify, parse."""
-        response = self._exchange(ctx, request, timeout)
+        response = self._exchange(ctx, request, timeout, deadline)
         if not 200 <= response.status < 300:
             raise self._status_error(response)
         request_id = self._provider.request_id(response.headers)
@@ -569,8 +576,11 @@ class Client:
             return err
         return self._provider.parse_error(response.status, response.headers, body)
 
-    def _exchange(self, ctx: CallContext, request: Request, timeout: float | None) -> Response:
-        """Send *request* and return the response with its headers read."""
+    def _exchange(
+        self, ctx: CallContext, request: Request, timeout: float | None, deadline: float | None
+    ) -> Response:
+        """Send *request* and return the response with its headers read. Every
+        read of the exchange ends by *deadline* (a monotonic instant)."""
         response: Response = self._transport.request(
             request.method,
             self._url(request.path),
@@ -579,14 +589,17 @@ class Client:
             timeout=timeout,
             stream=True,
             pool_timeout=timeout,
+            deadline=deadline,
         )
         if self._follow_redirects and response.status in _REDIRECTS:
-            response = self._follow(request, response, timeout)
+            response = self._follow(request, response, timeout, deadline)
         ctx.connection_reused = response.connection_reused
         ctx.status_code = response.status
         return response
 
-    def _follow(self, request: Request, response: Response, timeout: float | None) -> Response:
+    def _follow(
+        self, request: Request, response: Response, timeout: float | None, deadline: float | None
+    ) -> Response:
         """Follow up to five redirects. Credentials never leave the origin they
         were meant for: on any change of scheme, host or port every secret
         header (:func:`llmpool.redaction.is_secret_header`: Authorization,
@@ -614,14 +627,17 @@ class Client:
                 timeout=timeout,
                 stream=True,
                 pool_timeout=timeout,
+                deadline=deadline,
             )
         return response
 
     def _open_stream(self, ctx: CallContext, request: Request, attempts: _Attempts) -> Stream:
         """Open a stream (the retry loop covers the status and the first event)."""
 
+        deadline = attempts.deadline.expires_at
+
         def open_attempt(timeout: float | None) -> Response:
-            response = self._exchange(ctx, request, timeout)
+            response = self._exchange(ctx, request, timeout, deadline)
             if not 200 <= response.status < 300:
                 raise self._status_error(response)
             return response

@@ -358,3 +358,91 @@ def test_abandoned_streams_give_their_connection_back_at_once(mock_server: MockL
                     break
             assert client.pool.get_stats()["in_use"] == 0
     assert ends.ended == 6
+
+
+# --------------------------------------------------------------------------- slow peers
+
+
+SENT: list[int] = []  # pieces each trickle managed to send before the client hung up
+
+
+def _trickle(conn: socket.socket, head: bytes, piece: bytes, count: int) -> None:
+    """Send *head*, then *piece* every 0.1 s, *count* times (stops when the client hangs up)."""
+    SENT.clear()
+    if read_request(conn) is None:
+        return
+    conn.sendall(head)
+    sent = 0
+    try:
+        for _ in range(count):
+            time.sleep(0.1)
+            conn.sendall(piece)
+            sent += 1
+    finally:
+        SENT.append(sent)
+
+
+def _hung_up_early(server: RawServer) -> bool:
+    """Whether the client left before the trickle's 40 pieces were all sent."""
+    server.close()  # joins the behaviour threads
+    return bool(SENT) and SENT[0] < 20
+
+
+def test_deadline_bounds_a_trickled_body() -> None:
+    """A body trickled slower than the deadline fails with DeadlineExceeded, not success."""
+    body = b"x" * 40
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    with RawServer(lambda c, _n: _trickle(c, head, b"x", 40)) as server:
+        with llmpool.Client(server.url + "/v1", timeout=1.0, deadline=0.5) as client:
+            with pytest.raises(exc.DeadlineExceeded):
+                client.chat("m", HI)
+        assert _hung_up_early(server)
+
+
+def test_deadline_bounds_trickled_headers() -> None:
+    """Headers trickled one line at a time cannot stretch the call past its deadline."""
+    head = b"HTTP/1.1 200 OK\r\n"
+    with RawServer(lambda c, _n: _trickle(c, head, b"X-Slow: 1\r\n", 40)) as server:
+        with llmpool.Client(server.url + "/v1", timeout=1.0, deadline=0.5) as client:
+            with pytest.raises(exc.DeadlineExceeded):
+                client.chat("m", HI)
+        assert _hung_up_early(server)
+
+
+def test_deadline_bounds_a_stream_of_keepalive_comments() -> None:
+    """A stream that sends only `: ping` comments ends with DeadlineExceeded at the deadline."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    ping = b"8\r\n: ping\n\n\r\n"
+    with RawServer(lambda c, _n: _trickle(c, head, ping, 40)) as server:
+        with llmpool.Client(server.url + "/v1", timeout=1.0, deadline=0.5) as client:
+            with pytest.raises(exc.DeadlineExceeded):
+                with client.chat("m", HI, stream=True) as stream:
+                    for _ in stream:
+                        pass
+            assert client.stats()["pool"]["in_use"] == 0
+        assert _hung_up_early(server)
+
+
+def test_deadline_bounds_a_stream_after_delivery() -> None:
+    """A stream that delivered a chunk and then only pings fails with DeadlineExceeded."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+    first = f"{len(event):x}\r\n".encode() + event + b"\r\n"
+    ping = b"8\r\n: ping\n\n\r\n"
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        _trickle(conn, head + first, ping, 40)
+
+    with RawServer(behaviour) as server:
+        with llmpool.Client(server.url + "/v1", timeout=1.0, deadline=0.5) as client:
+            with pytest.raises(exc.DeadlineExceeded) as info:
+                with client.chat("m", HI, stream=True) as stream:
+                    for _ in stream:
+                        pass
+        assert _hung_up_early(server)
+    assert stream.text == "hi"
+    assert isinstance(info.value.last_error, exc.ReadTimeout)
