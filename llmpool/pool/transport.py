@@ -169,7 +169,7 @@ class _FinalResponse(http.client.HTTPResponse):
         super().__init__(_SocketFile(sock, budget), debuglevel, method, url)  # type: ignore[arg-type]
 
     def _read_status(self) -> tuple[str, int, str]:
-        for _ in range(_MAX_INTERIM):
+        for _ in range(_MAX_INTERIM + 1):  # the interim replies, then the final one
             version, status, reason = super()._read_status()  # type: ignore[misc]
             if not 100 <= status < 200 or status == 101:
                 return version, status, reason
