@@ -40,6 +40,7 @@ from llmpool.models import (
     ToolCall,
     Usage,
 )
+from llmpool.options import ClientOptions
 from llmpool.plugins import ILLMPlugin, LLMPlugin, PluginManager
 from llmpool.pool import ConnectionPool, IConnectionPool
 from llmpool.retry import RetryPolicy
@@ -56,6 +57,7 @@ __all__ = [
     "Choice",
     "Client",
     "ClientConfig",
+    "ClientOptions",
     "ConfigError",
     "ConnectionPool",
     "DeadlineExceeded",

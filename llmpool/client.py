@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+import attrs
+
 from llmpool.config import MemoryConfig, PoolConfig
 from llmpool.exceptions import (
     ConfigError,
@@ -27,14 +29,21 @@ from llmpool.exceptions import (
     TransportError,
 )
 from llmpool.models import CallContext, Embeddings, Request
-from llmpool.options import OPTION_NAMES, check_option, parse_base_url
+from llmpool.options import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_STREAM_TEXT,
+    OPTION_NAMES,
+    ClientOptions,
+    check_option,
+    parse_base_url,
+)
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.transport import Response
 from llmpool.providers import Provider, load_provider
 from llmpool.providers.base import checked_headers, merge_headers
 from llmpool.redaction import check_headers, is_secret_header, redact_url
 from llmpool.retry import Deadline, RetryPolicy, next_delay, should_retry
-from llmpool.streaming import DEFAULT_MAX_TEXT, Stream
+from llmpool.streaming import Stream
 
 if TYPE_CHECKING:
     from llmpool.config import ClientConfig
@@ -46,9 +55,6 @@ __all__ = ["Client"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Default cap on a non-streamed response body (bytes).
-DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 #: How much of an error (non-2xx) body is read for its message; the rest is
 #: dropped, so a large error body never turns a retryable status into
@@ -108,9 +114,9 @@ class _Attempts:
         if isinstance(err, DeadlineExceeded):
             raise err
         self.check_deadline(err)
-        if not should_retry(client._retry, err, self.made):
+        if not should_retry(client._options.retry, err, self.made):
             raise err
-        delay = next_delay(client._retry, self.made, err)
+        delay = next_delay(client._options.retry, self.made, err)
         if not self.deadline.allows(delay):
             raise self.deadline.exceeded(attempts=self.made, last_error=err) from err
         plugins = client._plugins
@@ -162,7 +168,7 @@ class Client:
         memory: MemoryManager | MemoryConfig | None = None,
         transport: str = "urllib3",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        max_stream_text: int | None = DEFAULT_MAX_TEXT,
+        max_stream_text: int | None = DEFAULT_MAX_STREAM_TEXT,
         follow_redirects: bool = False,
         plugin_settings: Mapping[str, Mapping[str, Any]] | None = None,
         plugin_dirs: Sequence[str] = (),
@@ -183,12 +189,14 @@ class Client:
             default_headers=default_headers,
             **dict(provider_options or {}),
         )
-        self._retry = check_option("retry", retry if retry is not None else RetryPolicy())
-        self._timeout = check_option("timeout", timeout)
-        self._deadline = check_option("deadline", deadline)
-        self._max_response_bytes = check_option("max_response_bytes", max_response_bytes)
-        self._max_stream_text = check_option("max_stream_text", max_stream_text)
-        self._follow_redirects = check_option("follow_redirects", follow_redirects)
+        self._options = ClientOptions(
+            timeout=timeout,
+            deadline=deadline,
+            retry=RetryPolicy() if retry is None else retry,
+            max_response_bytes=max_response_bytes,
+            max_stream_text=max_stream_text,
+            follow_redirects=follow_redirects,
+        )
         self._sleep = sleep
         # Guards _counters only (microseconds; no I/O under it).
         self._lock = threading.Lock()
@@ -242,11 +250,10 @@ class Client:
         clone._counters = dict.fromkeys(self._counters, 0)
         clone._errors = {}
         _FORK_WATCH.add(clone)
-        for name in allowed & set(overrides):
-            value = overrides[name]
-            if name == "retry" and value is None:
-                value = RetryPolicy()
-            setattr(clone, f"_{name}", check_option(name, value))
+        changes = {name: overrides[name] for name in allowed & set(overrides)}
+        if "retry" in changes and changes["retry"] is None:
+            changes["retry"] = RetryPolicy()
+        clone._options = attrs.evolve(self._options, **changes)
         if "default_headers" in overrides:
             clone._provider = self._provider.with_headers(overrides["default_headers"])
         return clone
@@ -395,6 +402,11 @@ class Client:
         }
 
     @property
+    def options(self) -> ClientOptions:
+        """The options this client's calls use (an immutable value)."""
+        return self._options
+
+    @property
     def pool(self) -> ConnectionPool:
         """The connection pool this client sends through."""
         return self._pool
@@ -459,7 +471,7 @@ class Client:
         and retries all spend it.
         """
         budget = Deadline.after(
-            self._deadline if deadline is None else check_option("deadline", deadline)
+            self._options.deadline if deadline is None else check_option("deadline", deadline)
         )
         if timeout is not None:
             timeout = check_option("timeout", timeout)
@@ -472,7 +484,9 @@ class Client:
                 return answer
         if self._memory is not None:
             self._memory.admit(operation)
-        attempts = _Attempts(self, ctx, budget, timeout if timeout is not None else self._timeout)
+        attempts = _Attempts(
+            self, ctx, budget, timeout if timeout is not None else self._options.timeout
+        )
         self._count("calls")
         try:
             if request.stream:
@@ -559,7 +573,7 @@ class Client:
             raise self._status_error(response)
         request_id = self._provider.request_id(response.headers)
         try:
-            body = response.read(max_bytes=self._max_response_bytes)
+            body = response.read(max_bytes=self._options.max_response_bytes)
         except ResponseTooLarge as err:
             err.request_id = request_id
             raise
@@ -591,7 +605,7 @@ class Client:
             pool_timeout=timeout,
             deadline=deadline,
         )
-        if self._follow_redirects and response.status in _REDIRECTS:
+        if self._options.follow_redirects and response.status in _REDIRECTS:
             response = self._follow(request, response, timeout, deadline)
         ctx.connection_reused = response.connection_reused
         ctx.status_code = response.status
@@ -650,7 +664,7 @@ class Client:
             retry=attempts.wait_or_raise,
             plugins=self._plugins,
             on_done=self._stream_done,
-            max_text=self._max_stream_text,
+            max_text=self._options.max_stream_text,
             check_deadline=attempts.check_deadline,
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
-import math
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -21,7 +20,29 @@ from typing import Any
 import attrs
 
 from llmpool.exceptions import ConfigError
-from llmpool.redaction import check_headers, is_secret_header, mask, mask_headers, redact_url
+from llmpool.options import OPTION_NAMES, ClientOptions
+from llmpool.redaction import is_secret_header, mask, mask_headers, redact_url
+from llmpool.retry import RetryPolicy
+from llmpool.validators import (
+    MAX_CONNECTIONS,
+    MAX_ENTRIES,
+    SECRET,
+    boolean,
+    fraction,
+    headers,
+    holds_credentials,
+    hysteresis,
+    int_between,
+    known_transport,
+    no_headers,
+    non_negative_int,
+    optional,
+    optional_str,
+    positive_int,
+    positive_number,
+    seconds,
+    url_repr,
+)
 
 __all__ = [
     "ENV_VARS",
@@ -34,130 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- validators
-
-
-#: Field metadata marking a value that is never shown, not even in an error.
-SECRET = {"secret": True}
-
-
-def _fail(attribute: attrs.Attribute[Any], value: Any, expected: str) -> ConfigError:
-    if attribute.metadata.get("secret"):
-        return ConfigError(
-            f"{attribute.name} must be {expected}, got a value of type {type(value).__name__} "
-            "(the value is not shown: it is a secret)",
-            key=attribute.name,
-        )
-    return ConfigError(
-        f"{attribute.name} must be {expected}, got {value!r}", key=attribute.name, value=value
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _url_repr(value: Any) -> str:
-    """repr of a URL with its user, password and credential parameters masked."""
-    return repr(redact_url(value)) if isinstance(value, str) else repr(value)
-
-
-def _holds_credentials(url: Any) -> bool:
-    return isinstance(url, str) and redact_url(url) != url
-
-
-def positive_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: an int >= 1."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise _fail(attribute, value, "an integer >= 1")
-
-
-def non_negative_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: an int >= 0."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _fail(attribute, value, "an integer >= 0")
-
-
-def positive_number(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: a finite number > 0."""
-    if not _is_number(value) or value <= 0:
-        raise _fail(attribute, value, "a number > 0")
-
-
-def non_negative_number(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: a finite number >= 0."""
-    if not _is_number(value) or value < 0:
-        raise _fail(attribute, value, "a number >= 0")
-
-
-#: The most connections per host (and host pools) a pool may keep: beyond it
-#: a pool is a mistake (``1e9`` from a typo hung the first call).
-MAX_CONNECTIONS = 10_000
-
-#: The longest duration any setting may name (one day): every wait fits in a
-#: socket timeout and ``threading.Event.wait``, and no call should wait longer.
-MAX_SECONDS = 86_400
-
-#: The most entries a bounded history or table may be given.
-MAX_ENTRIES = 100_000
-
-
-def int_between(low: int, high: int) -> Any:
-    """Validator: an int in [*low*, *high*] (never a bool)."""
-
-    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise _fail(attribute, value, f"an integer from {low} to {high}")
-
-    return check
-
-
-def seconds(*, zero: bool = False) -> Any:
-    """Validator: a finite number of seconds, > 0 (>= 0 with *zero*), at most MAX_SECONDS."""
-    expected = f"a number of seconds {'>= 0' if zero else '> 0'} and <= {MAX_SECONDS}"
-
-    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not _is_number(value) or value > MAX_SECONDS or value < 0 or (value == 0 and not zero):
-            raise _fail(attribute, value, expected)
-
-    return check
-
-
-def optional(
-    validator: Any,
-) -> Any:
-    """Validator: None, or what *validator* accepts."""
-
-    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None:
-            validator(inst, attribute, value)
-
-    return check
-
-
-def fraction(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: a number in (0, 1]."""
-    if not _is_number(value) or not 0 < value <= 1:
-        raise _fail(attribute, value, "a fraction in (0, 1]")
-
-
-def _hysteresis(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not _is_number(value) or not 0 <= value < 1:
-        raise _fail(attribute, value, "a fraction in [0, 1)")
-
-
-def boolean(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: exactly True or False."""
-    if not isinstance(value, bool):
-        raise _fail(attribute, value, "true or false")
-
-
-def optional_str(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: None or a non-empty string."""
-    if value is not None and (not isinstance(value, str) or not value):
-        raise _fail(attribute, value, "a non-empty string")
 
 
 # --------------------------------------------------------------------------- pool
@@ -216,7 +113,7 @@ class PoolConfig:
     key_file: str | None = attrs.field(default=None, validator=optional_str)
     #: An HTTP(S) proxy for every host (its credentials are never logged).
     proxy_url: str | None = attrs.field(
-        default=None, validator=optional_str, repr=_url_repr, metadata=SECRET
+        default=None, validator=optional_str, repr=url_repr, metadata=SECRET
     )
 
     def __attrs_post_init__(self) -> None:
@@ -268,7 +165,7 @@ class MemoryConfig:
     critical: float = attrs.field(default=0.95, validator=fraction)
     consecutive_samples: int = attrs.field(default=3, validator=positive_int)
     #: A fraction of the budget in [0, 1).
-    hysteresis: float = attrs.field(default=0.05, validator=_hysteresis)
+    hysteresis: float = attrs.field(default=0.05, validator=hysteresis)
     #: Minimum seconds between two garbage collections.
     gc_cooldown: float = attrs.field(default=30.0, validator=seconds(zero=True))
     #: Reject new calls with MemoryPressureError while in the shed state or above.
@@ -296,23 +193,6 @@ class MemoryConfig:
 # --------------------------------------------------------------------------- client
 
 
-def _known_transport(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in ("urllib3", "requests"):
-        raise _fail(attribute, value, "'urllib3' or 'requests'")
-
-
-def _no_headers(value: Any) -> Any:
-    return {} if value is None else value
-
-
-def _headers(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Validator: a mapping of header names to values the provider can send
-    (the same check the provider runs, so a file and a client refuse alike)."""
-    if not isinstance(value, Mapping):
-        raise _fail(attribute, value, "a mapping of header names to strings")
-    check_headers(value, key=attribute.name)
-
-
 def _str_tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -320,27 +200,26 @@ def _str_tuple(value: Any) -> tuple[str, ...]:
 
 
 @attrs.frozen(kw_only=True)
-class ClientSettings:
-    """The ``client`` section: where to send calls and how long they may take."""
+class ClientSettings(ClientOptions):
+    """The ``client`` section: where to send calls, and the call options of
+    :class:`~llmpool.options.ClientOptions` (timeout, deadline, retry, size
+    limits, redirects: defined there once, with their defaults)."""
 
-    base_url: str | None = attrs.field(default=None, validator=optional_str, repr=_url_repr)
+    base_url: str | None = attrs.field(default=None, validator=optional_str, repr=url_repr)
     api_key: str | None = attrs.field(
         default=None, validator=optional_str, repr=False, metadata=SECRET
     )
     #: Read the API key from this environment variable.
     api_key_env: str | None = attrs.field(default=None, validator=optional_str)
     provider: str = attrs.field(default="openai", validator=optional_str)
-    timeout: float | None = attrs.field(default=None, validator=optional(seconds()))
-    deadline: float | None = attrs.field(default=None, validator=optional(seconds()))
-    max_response_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=positive_int)
-    #: Characters of a streamed answer kept for ``Stream.text`` (then a tail).
-    max_stream_text: int | None = attrs.field(default=1 << 20, validator=optional(positive_int))
-    transport: str = attrs.field(default="urllib3", validator=_known_transport)
-    follow_redirects: bool = attrs.field(default=False, validator=boolean)
-    retry: Any = attrs.field(factory=lambda: _retry_policy({}))
+    transport: str = attrs.field(default="urllib3", validator=known_transport)
     default_headers: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_no_headers, validator=_headers, repr=False, metadata=SECRET
+        factory=dict, converter=no_headers, validator=headers, repr=False, metadata=SECRET
     )
+
+    def options(self) -> ClientOptions:
+        """The call options of this section, as the client takes them."""
+        return ClientOptions(**{name: getattr(self, name) for name in OPTION_NAMES})
 
 
 @attrs.frozen(kw_only=True)
@@ -379,9 +258,6 @@ class ClientConfig:
             "api_key": c.api_key,
             "provider": c.provider,
             "pool": self.connection_pool,
-            "timeout": c.timeout,
-            "retry": c.retry,
-            "deadline": c.deadline,
             "default_headers": dict(c.default_headers) or None,
             "plugins": list(self.plugins.names),
             "plugin_settings": self.plugins.settings,
@@ -389,9 +265,7 @@ class ClientConfig:
             "plugins_strict": self.plugins.strict,
             "memory": self.memory,
             "transport": c.transport,
-            "max_response_bytes": c.max_response_bytes,
-            "max_stream_text": c.max_stream_text,
-            "follow_redirects": c.follow_redirects,
+            **attrs.asdict(c.options(), recurse=False),
         }
 
     def to_dict(
@@ -446,12 +320,6 @@ _SECTIONS: dict[str, Any] = {
     "memory": MemoryConfig,
     "plugins": PluginsConfig,
 }
-
-
-def _retry_policy(values: Mapping[str, Any]) -> Any:
-    from llmpool.retry import RetryPolicy
-
-    return RetryPolicy(**values)
 
 
 def load_config(
@@ -681,15 +549,9 @@ def _build(data: dict[str, Any], layers: _Layers) -> ClientConfig:
         if name == "memory" and name not in data:
             continue
         if name == "client" and "retry" in values:
-            values["retry"] = _section("client.retry", _retry_cls(), values["retry"] or {}, layers)
+            values["retry"] = _section("client.retry", RetryPolicy, values["retry"] or {}, layers)
         sections[name] = _section(name, cls, values, layers)
     return ClientConfig(**sections, source=layers.path)
-
-
-def _retry_cls() -> Any:
-    from llmpool.retry import RetryPolicy
-
-    return RetryPolicy
 
 
 def _section(name: str, cls: Any, values: Any, layers: _Layers) -> Any:
@@ -725,7 +587,7 @@ def _secret_keys(data: Mapping[str, Any]) -> list[str]:
     if isinstance(client, dict):
         if client.get("api_key"):
             found.append("client.api_key")
-        if _holds_credentials(client.get("base_url")):
+        if holds_credentials(client.get("base_url")):
             found.append("client.base_url")
         headers = client.get("default_headers")
         if isinstance(headers, dict):
@@ -735,7 +597,7 @@ def _secret_keys(data: Mapping[str, Any]) -> list[str]:
                 if isinstance(name, str) and is_secret_header(name)
             ]
     pool = data.get("connection_pool")
-    if isinstance(pool, dict) and _holds_credentials(pool.get("proxy_url")):
+    if isinstance(pool, dict) and holds_credentials(pool.get("proxy_url")):
         found.append("connection_pool.proxy_url")
     return found
 

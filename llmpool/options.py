@@ -1,85 +1,92 @@
-"""The client's own options, checked in one place.
+"""The client's options, defined once.
 
-:func:`check_option` is used by ``Client()``, ``Client.with_options()`` and
-each call's per-call values, so an option is refused the same way wherever it
-is given: a :class:`~llmpool.exceptions.ConfigError` naming it.
-:func:`parse_base_url` turns a ``base_url`` into what requests are built from.
+:class:`ClientOptions` holds every option that shapes a call, with its
+default and its check; the client, the configuration file's ``client``
+section and ``with_options()`` all use it, so an option is refused the same
+way wherever it is given (a :class:`~llmpool.exceptions.ConfigError` naming
+it). :func:`parse_base_url` turns a ``base_url`` into what requests are built
+from.
 
-Pure functions; thread-safe.
+Values and pure functions; thread-safe.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmpool.config import MAX_SECONDS
+import attrs
+
 from llmpool.exceptions import ConfigError
 from llmpool.redaction import redact_url
 from llmpool.retry import RetryPolicy
+from llmpool.validators import boolean, fail, optional, positive_int, seconds
 
-__all__ = ["OPTION_NAMES", "check_option", "parse_base_url"]
-
-
-def _seconds(name: str, value: Any) -> float | None:
-    """None, or a finite number of seconds > 0."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-        or value > MAX_SECONDS
-    ):
-        raise ConfigError(
-            f"{name} must be a number of seconds > 0 and <= {MAX_SECONDS}, or None, got {value!r}",
-            key=name,
-            value=value,
-        )
-    return float(value)
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_STREAM_TEXT",
+    "OPTION_NAMES",
+    "ClientOptions",
+    "check_option",
+    "parse_base_url",
+]
 
 
-def _byte_count(name: str, value: Any, *, optional: bool = False) -> int | None:
-    """A whole number > 0 (or None when *optional*)."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        allowed = "an int > 0" + (" or None" if optional else "")
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}", key=name, value=value)
-    return value
+#: Default cap on a non-streamed response body, after decoding (bytes).
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+#: Default number of characters of a streamed answer kept for ``Stream.text``.
+DEFAULT_MAX_STREAM_TEXT = 1 << 20
 
 
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}", key=name, value=value)
-    return value
-
-
-def _policy(name: str, value: Any) -> RetryPolicy:
+def _retry_policy(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, RetryPolicy):
-        raise ConfigError(
-            f"{name} must be a llmpool.RetryPolicy, got {type(value).__name__}", key=name
-        )
-    return value
+        raise fail(attribute, value, "a llmpool.RetryPolicy")
 
 
-#: How each client option is checked (construction, with_options and per call).
-_OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "timeout": _seconds,
-    "deadline": _seconds,
-    "max_response_bytes": _byte_count,
-    "max_stream_text": lambda name, value: _byte_count(name, value, optional=True),
-    "follow_redirects": _flag,
-    "retry": _policy,
-}
+@attrs.frozen(kw_only=True)
+class ClientOptions:
+    """How a client's calls behave: the one definition of each option and its
+    default, used by :class:`~llmpool.Client`, by the ``client`` section of
+    the configuration (:class:`~llmpool.config.ClientSettings` extends it)
+    and by ``Client.with_options()`` (``attrs.evolve``, which validates
+    again). Immutable; share freely between threads.
+
+    A bad value raises :class:`~llmpool.exceptions.ConfigError` naming the
+    option, wherever it is given.
+    """
+
+    #: Bounds each attempt's connect and each read, in seconds (None: the pool's).
+    timeout: float | None = attrs.field(default=None, validator=optional(seconds()))
+    #: Bounds a whole call (hooks, waits, reads, retries), in seconds.
+    deadline: float | None = attrs.field(default=None, validator=optional(seconds()))
+    #: The retry policy (see :class:`~llmpool.RetryPolicy`).
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy, validator=_retry_policy)
+    #: Cap on a non-streamed response body after decoding; larger raises ResponseTooLarge.
+    max_response_bytes: int = attrs.field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, validator=positive_int
+    )
+    #: Characters of a streamed answer kept for ``Stream.text`` (then a tail).
+    max_stream_text: int | None = attrs.field(
+        default=DEFAULT_MAX_STREAM_TEXT, validator=optional(positive_int)
+    )
+    #: Follow redirects (secrets never leave their origin).
+    follow_redirects: bool = attrs.field(default=False, validator=boolean)
+
+
+_FIELDS = attrs.fields_dict(ClientOptions)
+
+#: The options ``Client.with_options()`` may change (besides ``default_headers``).
+OPTION_NAMES = frozenset(_FIELDS)
 
 
 def check_option(name: str, value: Any) -> Any:
-    """*value* checked as client option *name*; ConfigError naming it otherwise."""
-    return _OPTION_CHECKS[name](name, value)
+    """*value* checked as option *name* (a per-call ``timeout`` or ``deadline``);
+    ConfigError naming it otherwise."""
+    field = _FIELDS[name]
+    if field.validator is not None:
+        field.validator(None, field, value)
+    return value
 
 
 def parse_base_url(base_url: Any) -> tuple[str, str, str]:
@@ -124,7 +131,3 @@ def parse_base_url(base_url: Any) -> tuple[str, str, str]:
     prefix = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     shown_url = prefix + (f"?{parts.query}" if parts.query else "")
     return shown_url, prefix, parts.query
-
-
-#: The options ``Client.with_options()`` may change.
-OPTION_NAMES = frozenset(_OPTION_CHECKS)

@@ -29,7 +29,6 @@ from typing import Any, overload
 
 import attrs
 
-from llmpool.config import boolean, int_between, seconds
 from llmpool.exceptions import (
     APIStatusError,
     ConfigError,
@@ -43,6 +42,7 @@ from llmpool.exceptions import (
     StreamError,
     StreamInterrupted,
 )
+from llmpool.validators import boolean, int_between, seconds
 
 __all__ = [
     "DEFAULT_RETRY_STATUSES",

@@ -26,6 +26,7 @@ from llmpool.exceptions import (
     excerpt,
 )
 from llmpool.models import CallContext, ChatChunk, Usage
+from llmpool.options import DEFAULT_MAX_STREAM_TEXT
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "SSEDecoder", "SSEEvent", "Stream"]
 
@@ -268,9 +269,7 @@ def _carries_something(chunk: ChatChunk) -> bool:
     return bool(chunk.delta or chunk.finish_reason or chunk.usage or chunk.tool_calls)
 
 
-#: Characters of a streamed answer kept for ``Stream.text`` (the client's
-#: ``max_stream_text``); beyond it only the last ``_TAIL_CHARS`` are kept.
-DEFAULT_MAX_TEXT = 1 << 20
+#: Characters of a stream's text kept beyond ``max_stream_text``: its tail.
 _TAIL_CHARS = 64 * 1024
 
 #: How much of a body left after the final marker a stream reads to keep the connection.
@@ -316,7 +315,7 @@ class Stream:
         retry: Callable[[LLMPoolError], None],
         plugins: Any = None,
         on_done: Callable[[CallContext, Any, int, LLMPoolError | None], None] | None = None,
-        max_text: int | None = DEFAULT_MAX_TEXT,
+        max_text: int | None = DEFAULT_MAX_STREAM_TEXT,
         check_deadline: Callable[[LLMPoolError], None] | None = None,
     ) -> None:
         # The state lives in a core that never refers back to this object, and

@@ -155,6 +155,11 @@ class PluginManager(HookDispatcher):
         return self._order
 
     @property
+    def strict(self) -> bool:
+        """Whether a plugin that cannot be loaded raises PluginLoadError."""
+        return self._strict
+
+    @property
     def load_failures(self) -> tuple[PluginLoadFailure, ...]:
         """The most recent load failures (at most 100), oldest first."""
         with self._lock:

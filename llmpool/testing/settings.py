@@ -9,7 +9,9 @@ from typing import Any
 
 import attrs
 
-from llmpool.config import (
+from llmpool.exceptions import ConfigError
+from llmpool.testing.faults import Fault, parse_faults
+from llmpool.validators import (
     boolean,
     non_negative_number,
     optional,
@@ -17,8 +19,6 @@ from llmpool.config import (
     positive_int,
     positive_number,
 )
-from llmpool.exceptions import ConfigError
-from llmpool.testing.faults import Fault, parse_faults
 
 __all__ = ["DEFAULT_REPLY", "MockSettings"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmpool import ConfigError, load_config
-from llmpool.config import MAX_CONNECTIONS, MAX_SECONDS
+from llmpool.validators import MAX_CONNECTIONS, MAX_SECONDS
 
 NAN, INF = math.nan, math.inf
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import attrs
 
-from llmpool.config import boolean, optional, positive_int, positive_number
 from llmpool.exceptions import ConfigError
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext, level_name
 from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
+from llmpool.validators import boolean, optional, positive_int, positive_number
 
 __all__ = ["CachePlugin", "CacheSettings", "cache_key"]
 

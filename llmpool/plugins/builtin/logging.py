@@ -15,11 +15,11 @@ from typing import Any
 
 import attrs
 
-from llmpool.config import boolean, positive_int
 from llmpool.exceptions import ConfigError
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
 from llmpool.plugins.builtin._settings import read_settings
+from llmpool.validators import boolean, positive_int
 
 __all__ = ["LoggingPlugin", "LoggingSettings"]
 

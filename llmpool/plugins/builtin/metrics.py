@@ -13,12 +13,12 @@ from typing import Any
 
 import attrs
 
-from llmpool.config import optional_str, positive_int
 from llmpool.exceptions import ConfigError, PluginLoadError
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
 from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
+from llmpool.validators import optional_str, positive_int
 
 __all__ = ["MetricsPlugin", "MetricsSettings"]
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import attrs
 
-from llmpool.config import non_negative_number, optional, positive_int, positive_number
 from llmpool.exceptions import ConfigError, RateLimitExceeded
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
 from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
+from llmpool.validators import non_negative_number, optional, positive_int, positive_number
 
 __all__ = ["RateLimitPlugin", "RateLimitSettings", "TokenBucket"]
 
