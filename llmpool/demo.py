@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import statistics
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ from llmpool.client import Client
 from llmpool.config import MemoryConfig, PoolConfig
 from llmpool.exceptions import LLMPoolError
 from llmpool.redaction import redact_url
+from llmpool.stats_math import percentiles
 
 __all__ = ["DemoOptions", "render", "run_demo"]
 
@@ -215,12 +215,8 @@ def _drive(
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
-    ordered = sorted(values)
-    q = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered
-    pick = (lambda i: q[i - 1]) if len(ordered) > 1 else (lambda i: ordered[0])
-    return {"p50": pick(50), "p95": pick(95), "p99": pick(99)}
+    p50, p95, p99 = percentiles(values, (0.50, 0.95, 0.99))
+    return {"p50": p50, "p95": p95, "p99": p99}
 
 
 def _memory_summary(report: dict[str, Any]) -> dict[str, Any]:

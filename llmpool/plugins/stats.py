@@ -12,19 +12,12 @@ from collections import deque
 from typing import Any
 
 from llmpool.plugins.base import HOOKS, LLMPlugin
+from llmpool.stats_math import percentile, percentiles
 
 __all__ = ["RESERVOIR_SIZE", "HookStats", "PluginRecord", "percentile"]
 
 #: Durations kept per (plugin, hook) for the p50/p99 figures: the most recent ones.
 RESERVOIR_SIZE = 512
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    """The *fraction* percentile (0..1) of an ascending list (nearest rank)."""
-    if not ordered:
-        return 0.0
-    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
-    return ordered[index]
 
 
 class HookStats:
@@ -38,12 +31,12 @@ class HookStats:
         self.durations: deque[float] = deque(maxlen=RESERVOIR_SIZE)
 
     def snapshot(self) -> dict[str, Any]:
-        ordered = sorted(self.durations)
+        p50, p99 = percentiles(self.durations, (0.50, 0.99))
         return {
             "calls": self.calls,
             "failures": self.failures,
-            "p50_us": round(percentile(ordered, 0.50) * 1e6, 3),
-            "p99_us": round(percentile(ordered, 0.99) * 1e6, 3),
+            "p50_us": round(p50 * 1e6, 3),
+            "p99_us": round(p99 * 1e6, 3),
         }
 
 

@@ -13,6 +13,8 @@ import threading
 from array import array
 from typing import Any
 
+from llmpool.stats_math import percentiles
+
 __all__ = ["COUNTERS", "HostStats", "Histogram", "merge_snapshots"]
 
 #: Counter names, in the order they appear in a snapshot.
@@ -61,22 +63,15 @@ class Histogram:
         return list(self._values[:n])
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def summarize(values: list[float], count: int, total: float, maximum: float) -> dict[str, float]:
     """Summarise *values* (a window) with all-time *count*, *total* and *maximum*."""
-    ordered = sorted(values)
+    p50, p95, p99 = percentiles(values, (0.50, 0.95, 0.99))
     return {
         "count": count,
         "mean": total / count if count else 0.0,
-        "p50": _percentile(ordered, 0.50),
-        "p95": _percentile(ordered, 0.95),
-        "p99": _percentile(ordered, 0.99),
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
         "max": maximum,
     }
 
