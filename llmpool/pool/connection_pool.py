@@ -27,7 +27,7 @@ from llmpool.config import PoolConfig
 from llmpool.exceptions import ConfigError, PoolClosed
 from llmpool.pool import transport
 from llmpool.pool.interfaces import IConnectionPool
-from llmpool.pool.stats import COUNTERS, HostStats, merge_snapshots
+from llmpool.pool.stats import COUNTERS, HISTOGRAMS, HostStats, merge_snapshots
 from llmpool.pool.transport import (
     DeadlineTimeout,
     Response,
@@ -329,7 +329,8 @@ class ConnectionPool(IConnectionPool):
         connections_created, connection_reuses, reuse_rate, stale_retries,
         expired_closed, dropped_closed, discarded, idle_closed, pool_timeouts.
         Gauges: in_use, idle, waiting, peak_in_use, leaked_connections.
-        Histograms (seconds): acquire_wait, latency (to response headers).
+        Histograms (seconds): acquire_wait, latency (to response headers); the
+        totals' percentiles are over every host's recent values together.
         """
         with self._lock:
             entries = [(key, stats, self._hosts.get(key)) for key, stats in self._stats.items()]
@@ -338,11 +339,14 @@ class ConnectionPool(IConnectionPool):
         now = transport.now()
         leak_after = self.config.leak_timeout
         hosts = {}
+        windows: dict[str, list[float]] = {name: [] for name in HISTOGRAMS}
         for key, stats, entry in entries:
             leaked = len(stats.held_longer_than(leak_after, now)) if leak_after else 0
             idle = entry[0].idle_count() if entry is not None else 0
-            hosts[key] = stats.snapshot(idle, leaked)
-        out = merge_snapshots(hosts, retired)
+            hosts[key], recent = stats.snapshot_with_windows(idle, leaked)
+            for name, values in recent.items():
+                windows[name].extend(values)
+        out = merge_snapshots(hosts, retired, windows)
         out["closed"] = closed
         out["max_connections"] = self.config.max_connections
         return out

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from llmpool.stats_math import percentiles
 
-__all__ = ["COUNTERS", "HostStats", "Histogram", "merge_snapshots"]
+__all__ = ["COUNTERS", "HISTOGRAMS", "HostStats", "Histogram", "merge_snapshots"]
 
 #: Counter names, in the order they appear in a snapshot.
 COUNTERS = (
@@ -31,6 +32,11 @@ COUNTERS = (
     "idle_closed",
     "pool_timeouts",
 )
+
+#: Histogram names (HostStats attributes), in the order they appear in a snapshot.
+HISTOGRAMS = ("acquire_wait", "latency")
+
+_GAUGES = ("in_use", "waiting", "peak_in_use", "idle", "leaked_connections")
 
 
 class Histogram:
@@ -63,7 +69,9 @@ class Histogram:
         return list(self._values[:n])
 
 
-def summarize(values: list[float], count: int, total: float, maximum: float) -> dict[str, float]:
+def summarize(
+    values: Iterable[float], count: int, total: float, maximum: float
+) -> dict[str, float]:
     """Summarise *values* (a window) with all-time *count*, *total* and *maximum*."""
     p50, p95, p99 = percentiles(values, (0.50, 0.95, 0.99))
     return {
@@ -157,6 +165,14 @@ class HostStats:
     def snapshot(self, idle: int, leaked: int) -> dict[str, Any]:
         """A consistent plain-dict copy (the caller supplies the *idle* and
         *leaked* gauges, which it reads from the connections themselves)."""
+        return self.snapshot_with_windows(idle, leaked)[0]
+
+    def snapshot_with_windows(
+        self, idle: int, leaked: int
+    ) -> tuple[dict[str, Any], dict[str, list[float]]]:
+        """:meth:`snapshot`, plus each histogram's window of recent values
+        (taken under the same lock), which :func:`merge_snapshots` needs to
+        compute real percentiles across hosts."""
         with self._lock:
             counters = dict(self.counters)
             gauges = {
@@ -164,51 +180,54 @@ class HostStats:
                 "waiting": self.waiting,
                 "peak_in_use": self.peak_in_use,
             }
-            wait = (
-                self.acquire_wait.recent(),
-                self.acquire_wait.count,
-                self.acquire_wait.total,
-                self.acquire_wait.max,
-            )
-            lat = (self.latency.recent(), self.latency.count, self.latency.total, self.latency.max)
+            hists = {name: getattr(self, name) for name in HISTOGRAMS}
+            windows = {name: hist.recent() for name, hist in hists.items()}
+            figures = {name: (hist.count, hist.total, hist.max) for name, hist in hists.items()}
         total = counters["total_requests"]
         out: dict[str, Any] = dict(counters)
         out["reuse_rate"] = counters["connection_reuses"] / total if total else 0.0
         out.update(gauges)
         out["idle"] = idle
         out["leaked_connections"] = leaked
-        out["acquire_wait"] = summarize(*wait)
-        out["latency"] = summarize(*lat)
-        return out
+        for name in HISTOGRAMS:
+            out[name] = summarize(windows[name], *figures[name])
+        return out, windows
 
 
-def merge_snapshots(hosts: dict[str, dict[str, Any]], retired: dict[str, int]) -> dict[str, Any]:
+def merge_snapshots(
+    hosts: dict[str, dict[str, Any]],
+    retired: dict[str, int],
+    windows: Mapping[str, Sequence[float]],
+) -> dict[str, Any]:
     """Add per-host snapshots (and the counters of retired hosts) into totals.
 
-    Percentiles cannot be added: the totals keep the worst host's p95/p99/max
-    and a count-weighted mean.
+    Counters and gauges add up. Each histogram's total has the hosts' summed
+    count, their count-weighted mean and the largest max; its percentiles are
+    computed afresh over *windows* (histogram name -> every live host's recent
+    values together, from :meth:`HostStats.snapshot_with_windows`), so the
+    total's p99 is the p99 of all hosts' recent values, not the worst host's.
     """
     out: dict[str, Any] = dict(retired)
     for name in COUNTERS:
         out.setdefault(name, 0)
-    for key in ("in_use", "waiting", "peak_in_use", "idle", "leaked_connections"):
+    for key in _GAUGES:
         out[key] = 0
     for snap in hosts.values():
         for name in COUNTERS:
             out[name] += snap[name]
-        for key in ("in_use", "waiting", "peak_in_use", "idle", "leaked_connections"):
+        for key in _GAUGES:
             out[key] += snap[key]
     total = out["total_requests"]
     out["reuse_rate"] = out["connection_reuses"] / total if total else 0.0
-    for hist in ("acquire_wait", "latency"):
+    for hist in HISTOGRAMS:
         parts = [snap[hist] for snap in hosts.values()]
         count = sum(p["count"] for p in parts)
-        merged = {
-            "count": count,
-            "mean": sum(p["mean"] * p["count"] for p in parts) / count if count else 0.0,
-        }
-        for q in ("p50", "p95", "p99", "max"):
-            merged[q] = max((p[q] for p in parts), default=0.0)
-        out[hist] = merged
+        weighted = sum(p["mean"] * p["count"] for p in parts)
+        out[hist] = summarize(
+            windows.get(hist, ()),
+            count,
+            weighted,
+            max((p["max"] for p in parts), default=0.0),
+        )
     out["hosts"] = hosts
     return out
