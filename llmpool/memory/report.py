@@ -8,6 +8,7 @@ dicts; ``MemoryReport.to_text()`` a few human-readable lines.
 from __future__ import annotations
 
 import os
+import statistics
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,16 +46,17 @@ def format_bytes(value: float | None) -> str:
 def least_squares_slope(points: Sequence[tuple[float, float]]) -> float:
     """The least-squares slope of ``(time, value)`` points, in value per second.
 
-    Zero with fewer than two points or when every point has the same time.
+    Zero with fewer than two points or when every point has the same time
+    (where :func:`statistics.linear_regression` has no answer).
     """
-    n = len(points)
-    if n < 2:
+    if len(points) < 2:
         return 0.0
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    num = sum((t - mean_t) * (v - mean_v) for t, v in points)
-    den = sum((t - mean_t) ** 2 for t, _ in points)
-    return num / den if den > 0 else 0.0
+    times = [t for t, _ in points]
+    values = [v for _, v in points]
+    try:
+        return statistics.linear_regression(times, values).slope
+    except statistics.StatisticsError:  # every point has the same time
+        return 0.0
 
 
 @attrs.frozen(kw_only=True)
