@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from llmpool import ConfigError, load_config
 from llmpool.config import MAX_ALIAS_NODES
@@ -78,3 +80,28 @@ def test_a_control_character_is_invalid_yaml(tmp_path: Path) -> None:
         load_config(path, environ={})
     assert info.value.message.startswith("invalid YAML")
     assert info.value.file == str(path)
+
+
+def test_the_file_is_composed_once_for_data_and_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One node tree gives both the values and the line numbers: the YAML is parsed once."""
+    composed: list[int] = []
+    real = yaml.SafeLoader.get_single_node
+
+    def counting(loader: yaml.SafeLoader) -> Any:
+        composed.append(1)
+        return real(loader)
+
+    monkeypatch.setattr(yaml.SafeLoader, "get_single_node", counting)
+    for name in ("compose", "load", "safe_load", "compose_all", "load_all", "safe_load_all"):
+        monkeypatch.setattr(yaml, name, _refuse)
+    path = write(tmp_path, "client:\n  base_url: http://h/v1\nconnection_pool:\n  timeout: -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.line == 4  # the line map came from the same tree
+    assert composed == [1]
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the YAML text was parsed a second time")
