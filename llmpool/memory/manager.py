@@ -15,17 +15,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import sys
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from llmpool.config import MemoryConfig
 from llmpool.exceptions import MemoryPressureError
+from llmpool.forking import reset_after_fork
 from llmpool.memory.accounting import Accounting
 from llmpool.memory.actions import GCBook, LogLimiter, malloc_trim
 from llmpool.memory.limits import MemoryLimit, discover_limit
@@ -106,7 +105,7 @@ class MemoryManager:
         self._gauges: dict[str, Gauge] = {}
         self._runner = SamplerThread(cfg.sample_interval)
         self._init_runtime()
-        _LIVE.add(self)
+        reset_after_fork(self, "_after_fork_in_child", last=True)  # it restarts the thread
 
     def _init_runtime(self) -> None:
         """Fresh lock, lifecycle and measurements (construction, and a forked child)."""
@@ -536,22 +535,6 @@ class MemoryManager:
         if callable(after_fork):
             after_fork()
         self._runner.after_fork(self, MemoryManager._tick_in_thread)
-
-
-#: Every live manager, weakly: a forked child resets each of them.
-_LIVE: weakref.WeakSet[MemoryManager] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for manager in list(_LIVE):
-        try:
-            manager._after_fork_in_child()
-        except Exception:  # the child must survive whatever happens here
-            log.exception("llmpool memory: resetting a manager after fork failed")
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _traced_memory() -> int | None:

@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from stevedore import ExtensionManager
 
 from llmpool.exceptions import ConfigError, PluginLoadError
+from llmpool.forking import reset_after_fork
 from llmpool.plugins.base import LLMPlugin, PluginContext
 from llmpool.plugins.dispatch import EMPTY_SNAPSHOT, HookDispatcher, build_snapshot
 from llmpool.plugins.loading import (
@@ -48,19 +48,6 @@ class _Rejected(Exception):
         super().__init__(reason)
         self.name = name
         self.reason = reason
-
-
-#: Live managers, so that a forked child can reset their locks.
-_MANAGERS: weakref.WeakSet[PluginManager] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for manager in list(_MANAGERS):
-        manager._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class PluginManager(HookDispatcher):
@@ -121,7 +108,7 @@ class PluginManager(HookDispatcher):
         # The published snapshot; replaced whole, never mutated.
         self._hooks = EMPTY_SNAPSHOT
         self._order: tuple[LLMPlugin, ...] = ()
-        _MANAGERS.add(self)
+        reset_after_fork(self, "_after_fork")
 
     @classmethod
     def from_extension_manager(

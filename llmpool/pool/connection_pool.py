@@ -11,11 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import socket
 import ssl
 import threading
-import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +23,7 @@ from urllib3.connection import HTTPConnection
 
 from llmpool.config import PoolConfig
 from llmpool.exceptions import ConfigError, PoolClosed
+from llmpool.forking import reset_after_fork
 from llmpool.pool import transport
 from llmpool.pool.interfaces import IConnectionPool
 from llmpool.pool.stats import COUNTERS, HISTOGRAMS, HostStats, merge_snapshots
@@ -125,7 +124,7 @@ class ConnectionPool(IConnectionPool):
         self._timeout = urllib3.Timeout(
             connect=cfg.effective_connect_timeout, read=cfg.effective_read_timeout
         )
-        _FORK_WATCH.add(self)
+        reset_after_fork(self, "_after_fork_in_child")
         if cfg.expected_threads and cfg.expected_threads > cfg.max_connections:
             log.warning(
                 "max_connections=%d is below the %d threads expected to share the pool: "
@@ -433,15 +432,3 @@ def _close_inherited(manager: urllib3.PoolManager) -> None:
                 with contextlib.suppress(OSError):
                     sock.close()
                 conn.sock = None
-
-
-_FORK_WATCH: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for pool in list(_FORK_WATCH):
-        pool._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)

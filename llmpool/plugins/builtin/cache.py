@@ -21,9 +21,9 @@ from typing import Any
 import attrs
 
 from llmpool.exceptions import ConfigError
+from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext, level_name
-from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
 from llmpool.validators import boolean, optional, positive_int, positive_number
 
@@ -104,7 +104,7 @@ class CachePlugin(LLMPlugin):
         self.settings = CacheSettings()
         # Guards _entries, _bytes and the counters.
         self._lock = threading.Lock()
-        renew_lock_after_fork(self)
+        reset_after_fork(self, renew_lock)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
         self._hits = self._misses = self._stores = self._evictions = 0

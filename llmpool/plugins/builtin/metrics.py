@@ -14,9 +14,9 @@ from typing import Any
 import attrs
 
 from llmpool.exceptions import ConfigError, PluginLoadError
+from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
-from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
 from llmpool.validators import optional_str, positive_int
 
@@ -90,7 +90,7 @@ class MetricsPlugin(LLMPlugin):
         self.registry = None
         # Guards _models (the model labels in use).
         self._lock = threading.Lock()
-        renew_lock_after_fork(self)
+        reset_after_fork(self, renew_lock)
         self._models: set[str] = set()
         self._owned_registry = False
 

@@ -20,9 +20,9 @@ from typing import Any
 import attrs
 
 from llmpool.exceptions import ConfigError, RateLimitExceeded
+from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
-from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
 from llmpool.validators import non_negative_number, optional, positive_int, positive_number
 
@@ -123,7 +123,7 @@ class RateLimitPlugin(LLMPlugin):
         self.settings = RateLimitSettings(requests_per_minute=60.0)
         # Guards _buckets and the counters below.
         self._lock = threading.Lock()
-        renew_lock_after_fork(self)
+        reset_after_fork(self, renew_lock)
         self._buckets: OrderedDict[str, _ModelBuckets] = OrderedDict()
         self._waited = 0.0
         self._waits = 0

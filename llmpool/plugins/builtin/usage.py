@@ -21,9 +21,9 @@ from typing import Any
 import attrs
 
 from llmpool.exceptions import ConfigError
+from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
-from llmpool.plugins.builtin._fork import renew_lock_after_fork
 from llmpool.plugins.builtin._settings import read_settings
 from llmpool.validators import positive_int
 
@@ -116,7 +116,7 @@ class UsagePlugin(LLMPlugin):
         self.settings = UsageSettings()
         # Guards _models.
         self._lock = threading.Lock()
-        renew_lock_after_fork(self)
+        reset_after_fork(self, renew_lock)
         self._models: dict[str, _Totals] = {}
 
     def setup(self, context: PluginContext) -> None:
