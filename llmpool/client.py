@@ -1,6 +1,6 @@
 """Client: the request path that ties the pool, providers, plugins and memory together.
 
-A call travels ``chat -> _call -> _Attempts.run -> _send_once -> transport``
+A call travels ``chat -> _call -> Attempts.run -> _send_once -> transport``
 (DESIGN.md, "The way a call travels"). No lock is held on that path except
 for the few microseconds of a counter update.
 """
@@ -16,18 +16,18 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-from urllib.parse import urljoin, urlsplit
 
 import attrs
 
+from llmpool.attempts import Attempts
 from llmpool.config import MemoryConfig, PoolConfig
 from llmpool.exceptions import (
     ConfigError,
     DeadlineExceeded,
     LLMPoolError,
     ResponseTooLarge,
-    TransportError,
 )
+from llmpool.memory.state import MemoryState
 from llmpool.models import CallContext, Embeddings, Request
 from llmpool.options import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -38,11 +38,12 @@ from llmpool.options import (
     parse_base_url,
 )
 from llmpool.pool.connection_pool import ConnectionPool
-from llmpool.pool.transport import Response
+from llmpool.pool.interfaces import HTTPResponse, Transport
+from llmpool.pool.redirects import RedirectingTransport
 from llmpool.providers import Provider, load_provider
 from llmpool.providers.base import checked_headers, merge_headers
-from llmpool.redaction import check_headers, is_secret_header, redact_url
-from llmpool.retry import Deadline, RetryPolicy, next_delay, should_retry
+from llmpool.redaction import check_headers, redact_url
+from llmpool.retry import Deadline, RetryPolicy
 from llmpool.streaming import Stream
 
 if TYPE_CHECKING:
@@ -61,78 +62,6 @@ T = TypeVar("T")
 #: ResponseTooLarge.
 ERROR_BODY_BYTES = 64 * 1024
 
-_REDIRECTS = (301, 302, 303, 307, 308)
-
-
-class _Attempts:
-    """The retry loop of one call: attempts, waits and the deadline.
-
-    Confined to the calling thread (and, for a stream, to the thread reading
-    it). Bounded by the policy's ``max_attempts`` AND the call's deadline.
-    """
-
-    __slots__ = ("client", "ctx", "deadline", "made", "timeout")
-
-    def __init__(
-        self, client: Client, ctx: CallContext, deadline: Deadline, timeout: float | None
-    ) -> None:
-        self.client = client
-        self.ctx = ctx
-        self.deadline = deadline
-        self.timeout = timeout
-        self.made = 0
-
-    def run(self, attempt: Callable[[float | None], T]) -> T:
-        """Call *attempt(timeout)* until it succeeds or the policy gives up."""
-        while True:
-            self.made += 1
-            ctx = self.ctx
-            ctx.attempt = self.made
-            plugins = self.client._plugins
-            if plugins is not None and plugins.has("on_attempt"):
-                plugins.on_attempt(ctx, self.made)
-            try:
-                return attempt(self.attempt_timeout())
-            except LLMPoolError as err:
-                self.wait_or_raise(err)
-
-    def attempt_timeout(self) -> float | None:
-        """This attempt's timeout: the call's, shortened to what the deadline leaves."""
-        if self.deadline.expired():
-            raise self.deadline.exceeded(attempts=self.made - 1)
-        return self.deadline.clamp(self.timeout)
-
-    def check_deadline(self, err: LLMPoolError) -> None:
-        """Raise DeadlineExceeded (caused by *err*) when a transport error
-        struck after the deadline was spent."""
-        if isinstance(err, TransportError) and self.deadline.expired():
-            raise self.deadline.exceeded(attempts=self.made, last_error=err) from err
-
-    def wait_or_raise(self, err: LLMPoolError) -> None:
-        """Sleep before the next attempt, or raise *err* (or DeadlineExceeded)."""
-        client = self.client
-        if isinstance(err, DeadlineExceeded):
-            raise err
-        self.check_deadline(err)
-        if not should_retry(client._options.retry, err, self.made):
-            raise err
-        delay = next_delay(client._options.retry, self.made, err)
-        if not self.deadline.allows(delay):
-            raise self.deadline.exceeded(attempts=self.made, last_error=err) from err
-        plugins = client._plugins
-        if plugins is not None and plugins.has("on_retry"):
-            plugins.on_retry(self.ctx, self.made, err, delay)
-        self.ctx.retries += 1
-        client._count("retries")
-        log.debug(
-            "call %d: attempt %d failed with %s; retrying in %.3fs",
-            self.ctx.call_id,
-            self.made,
-            type(err).__name__,
-            delay,
-        )
-        client._sleep(delay)
-
 
 class Client:
     """A client for an OpenAI-compatible or Anthropic API.
@@ -143,9 +72,11 @@ class Client:
     :class:`~llmpool.ConnectionPool`; a :class:`~llmpool.streaming.Stream` it
     returns is confined to the thread that made it.
 
-    *pool* is a :class:`~llmpool.ConnectionPool` (shared; the client does not
-    close it), a :class:`~llmpool.PoolConfig`, or None (the client builds and
-    owns one). *memory* is a :class:`~llmpool.MemoryConfig` (the client starts
+    *pool* is a :class:`~llmpool.ConnectionPool`, or any other
+    :class:`~llmpool.pool.interfaces.Transport` (your own pool, a recording
+    transport in tests; shared: the client does not close it), a
+    :class:`~llmpool.PoolConfig`, or None (the client builds and owns a
+    ConnectionPool). *memory* is a :class:`~llmpool.MemoryConfig` (the client starts
     and owns a :class:`~llmpool.MemoryManager`) or a manager to share.
     *plugins* is a list of plugin names (loaded through the ``llmpool.plugins``
     entry points, overridden by ``LLMPOOL_PLUGINS``) or plugin objects, or a
@@ -159,7 +90,7 @@ class Client:
         api_key: str | None = None,
         *,
         provider: str | Provider | type[Provider] = "openai",
-        pool: ConnectionPool | PoolConfig | None = None,
+        pool: Transport | PoolConfig | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         deadline: float | None = None,
@@ -204,12 +135,20 @@ class Client:
         self._errors: dict[str, int] = {}
         self._closed = False
         self._pool, self._owns_pool = _make_pool(pool)
-        self._transport: Any = self._pool
+        self._transport: Transport = self._pool
         if transport == "requests":
+            if not isinstance(self._pool, ConnectionPool):
+                raise ConfigError(
+                    "transport='requests' needs a llmpool ConnectionPool as pool",
+                    key="transport",
+                )
             from llmpool.pool.adapter import RequestsTransport
 
             self._transport = RequestsTransport(self._pool)
         self.transport = transport
+        self._redirecting = RedirectingTransport(
+            self._transport, secret_headers=self._provider.secret_headers
+        )
         self._plugins, self._owns_plugins = _make_plugins(
             plugins, plugin_settings, plugin_dirs, strict=plugins_strict
         )
@@ -263,14 +202,14 @@ class Client:
 
         def pool_gauge() -> dict[str, int]:
             stats = pool.get_stats()
-            return {"in_use": stats["in_use"], "idle": stats["idle"]}
+            return {"in_use": stats.get("in_use", 0), "idle": stats.get("idle", 0)}
 
         memory.register_gauge("pool", pool_gauge)
         memory.on_pressure(self._on_memory_pressure)
 
     def _on_memory_pressure(self, level: Any, report: Any) -> None:
         """Memory pressure: from the shed level up, close idle connections; tell plugins."""
-        if str(getattr(level, "value", level)) in ("shed", "critical"):
+        if level >= MemoryState.SHED:
             closed = self._pool.close_idle()
             log.info("memory pressure (%s): closed %d idle connections", level, closed)
         if self._plugins is not None and self._plugins.has("on_memory_pressure"):
@@ -407,8 +346,8 @@ class Client:
         return self._options
 
     @property
-    def pool(self) -> ConnectionPool:
-        """The connection pool this client sends through."""
+    def pool(self) -> Transport:
+        """The connection pool (or transport) this client sends through."""
         return self._pool
 
     @property
@@ -484,8 +423,14 @@ class Client:
                 return answer
         if self._memory is not None:
             self._memory.admit(operation)
-        attempts = _Attempts(
-            self, ctx, budget, timeout if timeout is not None else self._options.timeout
+        attempts = Attempts(
+            ctx=ctx,
+            deadline=budget,
+            timeout=self._options.timeout if timeout is None else timeout,
+            policy=self._options.retry,
+            plugins=plugins,
+            sleep=self._sleep,
+            count_retry=self._count_retry,
         )
         self._count("calls")
         try:
@@ -579,7 +524,7 @@ class Client:
             raise
         return parse(body, request_id=request_id), len(body)
 
-    def _status_error(self, response: Response) -> LLMPoolError:
+    def _status_error(self, response: HTTPResponse) -> LLMPoolError:
         """The typed error for a non-2xx *response*, from at most
         ERROR_BODY_BYTES of its body (the rest is dropped with the connection)."""
         try:
@@ -592,10 +537,12 @@ class Client:
 
     def _exchange(
         self, ctx: CallContext, request: Request, timeout: float | None, deadline: float | None
-    ) -> Response:
+    ) -> HTTPResponse:
         """Send *request* and return the response with its headers read. Every
-        read of the exchange ends by *deadline* (a monotonic instant)."""
-        response: Response = self._transport.request(
+        read of the exchange ends by *deadline* (a monotonic instant); with
+        ``follow_redirects`` the redirecting transport follows them."""
+        transport = self._redirecting if self._options.follow_redirects else self._transport
+        response = transport.request(
             request.method,
             self._url(request.path),
             body=request.body,
@@ -605,63 +552,28 @@ class Client:
             pool_timeout=timeout,
             deadline=deadline,
         )
-        if self._options.follow_redirects and response.status in _REDIRECTS:
-            response = self._follow(request, response, timeout, deadline)
         ctx.connection_reused = response.connection_reused
         ctx.status_code = response.status
         return response
 
-    def _follow(
-        self, request: Request, response: Response, timeout: float | None, deadline: float | None
-    ) -> Response:
-        """Follow up to five redirects. Credentials never leave the origin they
-        were meant for: on any change of scheme, host or port every secret
-        header (:func:`llmpool.redaction.is_secret_header`: Authorization,
-        Cookie, key and token headers, the provider's ``secret_headers``) is
-        dropped, and they never go back, even if a
-        later redirect returns to the first origin."""
-        url = self._url(request.path)
-        headers = dict(request.headers)
-        origin = _origin(url)
-        declared = self._provider.secret_headers
-        for _ in range(5):
-            location = response.header("location")
-            if not location or response.status not in _REDIRECTS:
-                return response
-            response.drain()
-            target = urljoin(url, location)
-            if _origin(target) != origin:
-                headers = {k: v for k, v in headers.items() if not is_secret_header(k, declared)}
-            url = target
-            response = self._transport.request(
-                request.method,
-                url,
-                body=request.body,
-                headers=headers,
-                timeout=timeout,
-                stream=True,
-                pool_timeout=timeout,
-                deadline=deadline,
-            )
-        return response
-
-    def _open_stream(self, ctx: CallContext, request: Request, attempts: _Attempts) -> Stream:
-        """Open a stream (the retry loop covers the status and the first event)."""
-
+    def _open_stream(self, ctx: CallContext, request: Request, attempts: Attempts) -> Stream:
+        """Open a stream through the retry loop, then hand the open response
+        to a Stream (which may come back through ``attempts.reopen``)."""
         deadline = attempts.deadline.expires_at
 
-        def open_attempt(timeout: float | None) -> Response:
+        def open_attempt(timeout: float | None) -> HTTPResponse:
             response = self._exchange(ctx, request, timeout, deadline)
             if not 200 <= response.status < 300:
                 raise self._status_error(response)
             return response
 
+        response = attempts.run(open_attempt)
         return Stream(
             ctx=ctx,
             request=request,
             provider=self._provider,
-            open_response=lambda: attempts.run(open_attempt),
-            retry=attempts.wait_or_raise,
+            response=response,
+            reopen=functools.partial(attempts.reopen, attempt=open_attempt),
             plugins=self._plugins,
             on_done=self._stream_done,
             max_text=self._options.max_stream_text,
@@ -687,6 +599,9 @@ class Client:
         if self._plugins is not None and self._plugins.has("on_error"):
             self._plugins.on_error(ctx, request, err)
 
+    def _count_retry(self) -> None:
+        self._count("retries")
+
     def _count(self, name: str) -> None:
         with self._lock:
             self._counters[name] += 1
@@ -695,24 +610,16 @@ class Client:
 # --------------------------------------------------------------------------- helpers
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """``(scheme, host, port)`` with the scheme's default port filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
-
-
-def _make_pool(pool: ConnectionPool | PoolConfig | None) -> tuple[ConnectionPool, bool]:
-    if isinstance(pool, ConnectionPool):
-        return pool, False
+def _make_pool(pool: Any) -> tuple[Transport, bool]:
+    """``(transport, owned)``: a PoolConfig or None builds an owned
+    ConnectionPool; any Transport is used as it is, shared."""
     if pool is None or isinstance(pool, PoolConfig):
         return ConnectionPool(pool), True
+    if isinstance(pool, Transport):
+        return pool, False
     raise ConfigError(
-        f"pool must be a ConnectionPool, a PoolConfig or None, got {type(pool).__name__}",
+        "pool must be a ConnectionPool (or another Transport), a PoolConfig or None, "
+        f"got {type(pool).__name__}",
         key="pool",
     )
 

@@ -288,8 +288,11 @@ class Stream:
     After the final marker (``[DONE]`` or ``message_stop``) the rest of the
     body is drained so the connection is reused, not dropped.
 
-    A stream that fails before any chunk reached the caller is retried under
-    the client's policy and deadline; once a chunk was delivered it never is.
+    A stream is built on a response the client's retry loop already opened:
+    the constructor does no I/O. A stream that fails before any chunk reached
+    the caller is retried under the client's policy and deadline (*reopen*
+    waits, then opens the next attempt's response, or raises); once a chunk
+    was delivered it never is.
     A stream that ends without its final marker raises
     :class:`~llmpool.exceptions.IncompleteStream`; a dropped connection raises
     :class:`~llmpool.exceptions.StreamInterrupted` (a stall past the read
@@ -311,8 +314,8 @@ class Stream:
         ctx: CallContext,
         request: Any,
         provider: _StreamProvider,
-        open_response: Callable[[], _Response],
-        retry: Callable[[LLMPoolError], None],
+        response: _Response,
+        reopen: Callable[[LLMPoolError], _Response],
         plugins: Any = None,
         on_done: Callable[[CallContext, Any, int, LLMPoolError | None], None] | None = None,
         max_text: int | None = DEFAULT_MAX_STREAM_TEXT,
@@ -326,8 +329,8 @@ class Stream:
             ctx=ctx,
             request=request,
             provider=provider,
-            open_response=open_response,
-            retry=retry,
+            response=response,
+            reopen=reopen,
             plugins=plugins,
             on_done=on_done,
             max_text=max_text,
@@ -410,8 +413,8 @@ class _StreamCore:
         ctx: CallContext,
         request: Any,
         provider: _StreamProvider,
-        open_response: Callable[[], _Response],
-        retry: Callable[[LLMPoolError], None],
+        response: _Response,
+        reopen: Callable[[LLMPoolError], _Response],
         plugins: Any,
         on_done: Callable[[CallContext, Any, int, LLMPoolError | None], None] | None,
         max_text: int | None,
@@ -421,8 +424,7 @@ class _StreamCore:
         self._ctx = ctx
         self._request = request
         self._provider = provider
-        self._open = open_response
-        self._retry = retry
+        self._reopen = reopen
         self._check_deadline = check_deadline
         self._plugins = plugins
         self._on_done = on_done
@@ -434,8 +436,8 @@ class _StreamCore:
         self._received = 0
         self.ended = False
         self.parser: _StreamParser | None = None
-        self._response: _Response | None = open_response()
-        self.request_id = provider.request_id(self._response.headers)
+        self._response: _Response | None = response
+        self.request_id = provider.request_id(response.headers)
 
     @property
     def text(self) -> str:
@@ -474,8 +476,7 @@ class _StreamCore:
                         if self._check_deadline is not None:
                             self._check_deadline(err)  # DeadlineExceeded once it is spent
                         raise
-                    self._retry(err)  # sleeps, or raises
-                    self._response = self._open()
+                    self._response = self._reopen(err)  # waits and opens, or raises
                     self.request_id = self._provider.request_id(self._response.headers)
         except LLMPoolError as err:
             self.end(err, None)

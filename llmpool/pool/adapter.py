@@ -167,3 +167,14 @@ class RequestsTransport:
         if not stream:
             response.read()
         return response
+
+    def get_stats(self) -> dict[str, Any]:
+        """The shared pool's statistics."""
+        return self.pool.get_stats()
+
+    def close_idle(self) -> int:
+        """Close the shared pool's idle connections; return how many."""
+        return self.pool.close_idle()
+
+    def close(self) -> None:
+        """Nothing of its own to release: the pool belongs to its owner."""
