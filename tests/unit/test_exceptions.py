@@ -80,3 +80,10 @@ def test_config_error_names_key_file_and_line() -> None:
     )
     text = str(err)
     assert "x.yaml" in text and "line 3" in text and "connection_pool.max_connections" in text
+
+
+def test_every_public_error_is_shown_as_llmpool_exceptions() -> None:
+    """Classes defined in private modules still name llmpool.exceptions (reprs, pickles, docs)."""
+    for name in exc.__all__:
+        assert getattr(exc, name).__module__ == "llmpool.exceptions", name
+    assert b"llmpool._" not in pickle.dumps(exc.error_for_status(429, "slow"))
