@@ -21,13 +21,13 @@ thread that made it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import io
 import logging
 import queue as queues
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar
@@ -65,18 +65,6 @@ _now = time.monotonic
 def now() -> float:
     """The transport's monotonic clock (one clock for ages, idle times and leaks)."""
     return _now()
-
-
-class _Exchange(threading.local):
-    """What this thread's current exchange learnt below urlopen."""
-
-    reused = False  # the request went over a socket that served one before
-    responded = False  # a status line arrived
-    fresh = False  # the stale retry asks checkout for a new socket
-    conn: Any = None  # the connection this thread last checked out
-
-
-_exchange = _Exchange()
 
 
 # --------------------------------------------------------------------------- connections
@@ -201,6 +189,7 @@ class _TrackedConnection:
     llm_opened = 0.0
     llm_last_used = 0.0
     llm_served = 0
+    llm_responded = False  # a status line arrived in the current exchange
     llm_leak_warned = False
     llm_response: Any = None  # the response of the current exchange, until returned
     llm_budget: _ReadBudget
@@ -222,8 +211,6 @@ class _TrackedConnection:
             self.llm_stats.count("connections_created")
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        reused = self.llm_served > 0 and getattr(self, "sock", None) is not None
-        _exchange.reused = reused
         super().request(*args, **kwargs)  # type: ignore[misc]
         self.llm_served += 1
 
@@ -232,7 +219,7 @@ class _TrackedConnection:
         timeout = self.timeout
         self.llm_budget.read_timeout = timeout if isinstance(timeout, (int, float)) else None
         response = super().getresponse()  # type: ignore[misc]
-        _exchange.responded = True
+        self.llm_responded = True
         self.llm_response = response
         return response
 
@@ -257,6 +244,23 @@ def _expired(cfg: PoolConfig, conn: Any, now: float) -> bool:
 
 def _replayable(body: Any) -> bool:
     return body is None or isinstance(body, (bytes, str))
+
+
+def _tag(exc: BaseException, reused: bool, responded: bool) -> None:
+    """Record on *exc* what its exchange learnt (see ``_make_request``)."""
+    # An exception type without a __dict__ keeps nothing: treated as fresh.
+    with contextlib.suppress(AttributeError):
+        exc.llm_exchange = (reused, responded)  # type: ignore[attr-defined]
+
+
+def _exchange_of(exc: BaseException) -> tuple[bool, bool]:
+    """``(reused, responded)`` of the exchange that raised *exc* (urllib3 may
+    have wrapped the error it raised in a ProtocolError)."""
+    for candidate in (exc, exc.args[1] if len(exc.args) > 1 else None, exc.__context__):
+        found = getattr(candidate, "llm_exchange", None)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    return False, False
 
 
 def _is_stale(exc: BaseException) -> bool:
@@ -300,7 +304,6 @@ class _TrackedPool:
         try:
             queue = self.pool
             if queue is None:
-                _exchange.conn = None
                 raise u3.ClosedPoolError(self, "Pool is closed.")  # type: ignore[arg-type]
             try:
                 conn = queue.get(block=True, timeout=timeout)
@@ -319,7 +322,6 @@ class _TrackedPool:
         if conn is None:
             conn = self._new_conn()
         stats.checked_out(now - started, conn, now)
-        _exchange.conn = conn
         if self.llm_leak_check is not None:
             self.llm_leak_check()
         return conn
@@ -327,31 +329,25 @@ class _TrackedPool:
     def _check_idle(self, conn: Any, now: float) -> None:
         """Close an idle connection that must not be reused."""
         cfg = self.llm_config
-        if _exchange.fresh:
-            reason = "stale_closed"
-        elif _expired(cfg, conn, now):
+        if _expired(cfg, conn, now):
             reason = "expired_closed"
         elif not conn.is_connected:
             reason = "dropped_closed"
         else:
             return
         conn.close()
-        if reason != "stale_closed":
-            self.llm_stats.count(reason)
+        self.llm_stats.count(reason)
 
     def _put_conn(self, conn: Any) -> None:
         stats = self.llm_stats
         if conn is None:
-            # urlopen closed this thread's connection after an error and gives the slot back.
-            held, _exchange.conn = _exchange.conn, None
-            if held is not None:
-                stats.returned(held)
+            # urlopen closed a connection after an error and gives its slot back;
+            # _make_request (or _prepare_proxy) already counted it returned.
+            pass
         else:
             conn.llm_last_used = _now()
             conn.llm_budget.deadline = None
             response, conn.llm_response = conn.llm_response, None
-            if _exchange.conn is conn:
-                _exchange.conn = None
             stats.returned(conn)
             if conn.sock is not None:
                 if response is not None and not response.isclosed():
@@ -361,11 +357,45 @@ class _TrackedPool:
                     stats.count("discarded")
         super()._put_conn(conn)  # type: ignore[misc]
 
-    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    def _make_request(
+        self,
+        conn: Any,
+        method: str,
+        url: str,
+        *args: Any,
+        llm_fresh: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """One exchange on *conn*: its reads are bounded by the deadline that
-        a :class:`DeadlineTimeout` carries (none for a plain Timeout)."""
+        a :class:`DeadlineTimeout` carries (none for a plain Timeout).
+
+        What the exchange learnt travels up on what it returns, never through
+        shared state: the response carries ``llm_reused``; an error carries
+        ``llm_exchange = (reused, responded)``, read by :meth:`urlopen`'s
+        stale-connection check. *llm_fresh* (the stale re-send) never reuses
+        an idle socket. A failed exchange gives its slot back to the
+        statistics here, where the connection is known.
+        """
+        if llm_fresh and conn.sock is not None and conn.llm_served > 0:
+            conn.close()  # the re-send after a stale socket goes out on a new one
+        reused = conn.llm_served > 0 and conn.sock is not None
+        conn.llm_responded = False
         conn.llm_budget.deadline = getattr(kwargs.get("timeout"), "llm_deadline", None)
-        return super()._make_request(conn, method, url, *args, **kwargs)  # type: ignore[misc]
+        try:
+            response = super()._make_request(conn, method, url, *args, **kwargs)  # type: ignore[misc]
+        except BaseException as exc:
+            _tag(exc, reused, conn.llm_responded)
+            self.llm_stats.returned(conn)
+            raise
+        response.llm_reused = reused
+        return response
+
+    def _prepare_proxy(self, conn: Any) -> None:
+        try:
+            super()._prepare_proxy(conn)  # type: ignore[misc]
+        except BaseException:
+            self.llm_stats.returned(conn)  # urlopen drops it: its slot is free again
+            raise
 
     def _over_keepalive(self) -> bool:
         keep = self.llm_config.max_keepalive
@@ -423,14 +453,13 @@ class _TrackedPool:
         """
         kwargs["retries"] = NO_RETRY
         kwargs["redirect"] = False
-        ex = _exchange
-        ex.reused = ex.responded = False
         started = _now()
         try:
             try:
                 response = _base_urlopen(self, method, url, body, headers, **kwargs)
             except u3.ProtocolError as exc:
-                if not (ex.reused and not ex.responded and _is_stale(exc) and _replayable(body)):
+                reused, responded = _exchange_of(exc)
+                if not (reused and not responded and _is_stale(exc) and _replayable(body)):
                     raise
                 self.llm_stats.count("stale_retries")
                 log.debug(
@@ -439,17 +468,11 @@ class _TrackedPool:
                     redact_url(url),
                     type(exc.args[1] if len(exc.args) > 1 else exc).__name__,
                 )
-                ex.fresh = True
-                ex.reused = ex.responded = False
-                try:
-                    response = _base_urlopen(self, method, url, body, headers, **kwargs)
-                finally:
-                    ex.fresh = False
-        except BaseException:
-            self.llm_stats.exchange_done(ok=False, reused=ex.reused, latency=None)
+                response = _base_urlopen(self, method, url, body, headers, llm_fresh=True, **kwargs)
+        except BaseException as exc:
+            self.llm_stats.exchange_done(ok=False, reused=_exchange_of(exc)[0], latency=None)
             raise
-        self.llm_stats.exchange_done(ok=True, reused=ex.reused, latency=_now() - started)
-        response.llm_reused = ex.reused
+        self.llm_stats.exchange_done(ok=True, reused=response.llm_reused, latency=_now() - started)
         return response
 
 
