@@ -16,8 +16,8 @@ from llmpool.config import (
     ClientConfig,
     MemoryConfig,
     PoolConfig,
-    load_config,
 )
+from llmpool.config_loading import load_config
 from llmpool.exceptions import (
     APIError,
     APIStatusError,

@@ -210,7 +210,7 @@ def _run_chat(args: argparse.Namespace) -> int:
     import os
 
     from llmpool.client import Client
-    from llmpool.config import load_config
+    from llmpool.config_loading import load_config
     from llmpool.exceptions import LLMPoolError
 
     overrides = {
@@ -302,7 +302,7 @@ def _add_check_config(subparsers: Any) -> None:
 def _run_check_config(args: argparse.Namespace) -> int:
     import json
 
-    from llmpool.config import load_config
+    from llmpool.config_loading import load_config
     from llmpool.exceptions import LLMPoolError
 
     try:

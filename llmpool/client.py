@@ -163,7 +163,7 @@ class Client:
     def from_config(cls, source: str | Mapping[str, Any] | ClientConfig | None = None) -> Client:
         """Build a client from a YAML file, a dict or a :class:`~llmpool.ClientConfig`
         (see :func:`llmpool.load_config`; environment variables apply)."""
-        from llmpool.config import ClientConfig, load_config
+        from llmpool.config_loading import ClientConfig, load_config
 
         config = source if isinstance(source, ClientConfig) else load_config(source)
         return cls(**config.client_kwargs())

@@ -1,5 +1,7 @@
-"""Configuration values (frozen attrs classes, validated on construction) and
-:func:`load_config`, which builds them from YAML, a dict and the environment.
+"""Configuration values: frozen attrs classes, validated on construction.
+
+:func:`llmpool.load_config` (in :mod:`llmpool.config_loading`) builds them
+from YAML, a dict and the environment; this module imports nothing of it.
 
 Every value here is immutable and safe to share between threads. Change one
 with :func:`attrs.evolve`, which validates again. A bad value raises
@@ -9,11 +11,7 @@ from a file, the file, the key path and the line).
 
 from __future__ import annotations
 
-import copy
-import difflib
 import logging
-import os
-import stat
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,8 +19,7 @@ import attrs
 
 from llmpool.exceptions import ConfigError
 from llmpool.options import OPTION_NAMES, ClientOptions
-from llmpool.redaction import is_secret_header, mask, mask_headers, redact_url
-from llmpool.retry import RetryPolicy
+from llmpool.redaction import mask, mask_headers, redact_url
 from llmpool.validators import (
     MAX_CONNECTIONS,
     MAX_ENTRIES,
@@ -30,7 +27,6 @@ from llmpool.validators import (
     boolean,
     fraction,
     headers,
-    holds_credentials,
     hysteresis,
     int_between,
     known_transport,
@@ -45,13 +41,11 @@ from llmpool.validators import (
 )
 
 __all__ = [
-    "ENV_VARS",
     "ClientConfig",
     "ClientSettings",
     "MemoryConfig",
     "PluginsConfig",
     "PoolConfig",
-    "load_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -236,7 +230,7 @@ class PluginsConfig:
 class ClientConfig:
     """Everything a :class:`~llmpool.Client` is built from. Immutable.
 
-    Build one with :func:`load_config`; ``Client.from_config`` uses it.
+    Build one with :func:`llmpool.load_config`; ``Client.from_config`` uses it.
     """
 
     client: ClientSettings = attrs.field(factory=ClientSettings)
@@ -290,330 +284,3 @@ class ClientConfig:
                 pool["proxy_url"] = redact_url(pool["proxy_url"])
             client["default_headers"] = mask_headers(client["default_headers"], secret_headers)
         return out
-
-
-#: Environment overrides: variable -> dotted key. Precedence: explicit
-#: arguments > environment > file > defaults.
-ENV_VARS: dict[str, str] = {
-    "LLMPOOL_BASE_URL": "client.base_url",
-    "LLMPOOL_API_KEY": "client.api_key",
-    "LLMPOOL_PROVIDER": "client.provider",
-    "LLMPOOL_TIMEOUT": "client.timeout",
-    "LLMPOOL_DEADLINE": "client.deadline",
-    "LLMPOOL_TRANSPORT": "client.transport",
-    "LLMPOOL_MAX_ATTEMPTS": "client.retry.max_attempts",
-    "LLMPOOL_MAX_CONNECTIONS": "connection_pool.max_connections",
-    "LLMPOOL_MAX_KEEPALIVE": "connection_pool.max_keepalive",
-    "LLMPOOL_POOL_TIMEOUT": "connection_pool.pool_timeout",
-    "LLMPOOL_KEEPALIVE_EXPIRY": "connection_pool.keepalive_expiry",
-    "LLMPOOL_MAX_MEMORY_MB": "memory.max_memory_mb",
-    "LLMPOOL_PLUGINS": "plugins.names",
-    "LLMPOOL_PLUGIN_DIRS": "plugins.plugin_dirs",
-}
-
-#: The API key variable read for each provider when none is configured.
-PROVIDER_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-
-_SECTIONS: dict[str, Any] = {
-    "client": ClientSettings,
-    "connection_pool": PoolConfig,
-    "memory": MemoryConfig,
-    "plugins": PluginsConfig,
-}
-
-
-def load_config(
-    source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> ClientConfig:
-    """Read the configuration from a YAML file, a dict, or nothing but the environment.
-
-    *source* None reads the file named by ``LLMPOOL_CONFIG`` when set.
-    *overrides* maps dotted keys (``"connection_pool.max_connections"``) to
-    values and wins over everything (the CLI's flags). Every error is a
-    :class:`~llmpool.exceptions.ConfigError` naming the file, the key path
-    and, for YAML, the line.
-    """
-    env = os.environ if environ is None else environ
-    if source is None and env.get("LLMPOOL_CONFIG"):
-        source = env["LLMPOOL_CONFIG"]
-    data: dict[str, Any]
-    lines: dict[str, int] = {}
-    path: str | None = None
-    if source is None:
-        data = {}
-    elif isinstance(source, Mapping):
-        data = copy.deepcopy(dict(source))
-    else:
-        path = os.fspath(source)
-        data, lines = _read_yaml(path)
-    layers = _Layers(path, lines)
-    _check_sections(data, layers)
-    secrets_in_file = _secret_keys(data)
-    for var, key in ENV_VARS.items():
-        if var in env:
-            _set(data, key, _from_env(var, key, env[var]))
-            layers.origin[key] = f"environment variable {var}"
-    for key, value in (overrides or {}).items():
-        _set(data, key, value)
-        layers.origin[key] = "an explicit argument"
-    config = _build(data, layers)
-    config = _resolve_api_key(config, env)
-    if path is not None:
-        _warn_if_secret_readable(path, secrets_in_file)
-    return config
-
-
-class _Layers:
-    """Where each key came from, for error messages."""
-
-    def __init__(self, path: str | None, lines: dict[str, int]) -> None:
-        self.path = path
-        self.lines = lines
-        self.origin: dict[str, str] = {}
-
-    def error(self, message: str, key: str, value: Any = None) -> ConfigError:
-        origin = self.origin.get(key)
-        if origin is not None:
-            return ConfigError(f"{message} (from {origin})", key=key, value=value)
-        line = self.lines.get(key)
-        if line is None:  # the key's section, at least
-            line = self.lines.get(key.rsplit(".", 1)[0]) if "." in key else None
-        return ConfigError(message, key=key, value=value, file=self.path, line=line)
-
-
-#: How many nodes aliases may add to a YAML document beyond its own: a
-#: configuration file has no use for more, and a "billion laughs" document
-#: (aliases of aliases) would otherwise expand to billions.
-MAX_ALIAS_NODES = 10_000
-
-
-def _read_yaml(path: str) -> tuple[dict[str, Any], dict[str, int]]:
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file not found: {path}", file=path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file: {exc}", file=path) from exc
-    loader: Any = None
-    try:
-        loader = yaml.SafeLoader(text)  # the reader checks the characters here
-        node = loader.get_single_node()
-        if node is None:
-            return {}, {}
-        _check_aliases(node, path)
-        data = loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or "the document cannot be parsed"
-        raise ConfigError(f"invalid YAML: {problem}", file=path, line=line) from exc
-    except RecursionError:
-        raise ConfigError("invalid YAML: the document is nested too deeply", file=path) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping of sections", file=path, line=1)
-    lines: dict[str, int] = {}
-    _collect_lines(node, "", lines)
-    return data, lines
-
-
-def _children(node: Any) -> list[Any]:
-    import yaml
-
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return []
-
-
-def _check_aliases(root: Any, path: str) -> None:
-    """Refuse a composed document whose aliases would expand it by more than
-    MAX_ALIAS_NODES nodes, or that holds an alias inside its own anchor.
-    Linear in the document's size: each distinct node is counted once."""
-    distinct: set[int] = set()
-    todo = [root]
-    while todo:
-        node = todo.pop()
-        if id(node) not in distinct:
-            distinct.add(id(node))
-            todo.extend(_children(node))
-    limit = len(distinct) + MAX_ALIAS_NODES
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()
-
-    def expanded(node: Any) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        line = node.start_mark.line + 1
-        if key in open_nodes:
-            raise ConfigError(
-                "invalid YAML: an alias refers to the node that contains it", file=path, line=line
-            )
-        open_nodes.add(key)
-        total = 1
-        for child in _children(node):
-            total += expanded(child)
-            if total > limit:
-                raise ConfigError(
-                    f"invalid YAML: aliases expand the document by more than "
-                    f"{MAX_ALIAS_NODES} nodes",
-                    file=path,
-                    line=line,
-                )
-        open_nodes.discard(key)
-        sizes[key] = total
-        return total
-
-    expanded(root)
-
-
-def _collect_lines(node: Any, prefix: str, lines: dict[str, int]) -> None:
-    import yaml
-
-    if not isinstance(node, yaml.MappingNode):
-        return
-    for key_node, value_node in node.value:
-        key = f"{prefix}{key_node.value}"
-        lines[key] = key_node.start_mark.line + 1
-        _collect_lines(value_node, key + ".", lines)
-
-
-def _check_sections(data: dict[str, Any], layers: _Layers) -> None:
-    for section, value in data.items():
-        if section not in _SECTIONS:
-            raise layers.error(_unknown(section, _SECTIONS), section)
-        if value is not None and not isinstance(value, dict):
-            raise layers.error(f"section {section} must be a mapping", section, value)
-
-
-def _unknown(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
-    return f"unknown key {name!r}{hint}"
-
-
-def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[last] = value
-
-
-def _from_env(var: str, key: str, raw: str) -> Any:
-    if key in ("plugins.names", "plugins.plugin_dirs"):
-        sep = "," if key == "plugins.names" else os.pathsep
-        return [p.strip() for p in raw.split(sep) if p.strip()]
-    field = key.rsplit(".", 1)[1]
-    if field in ("base_url", "api_key", "provider", "transport"):
-        return raw
-    where: dict[str, Any] = {"key": key, "value": raw, "file": f"environment {var}"}
-    if key in _INT_ENV_KEYS:
-        try:
-            return int(raw.strip(), 10)
-        except ValueError:
-            raise ConfigError(f"{var} must be an integer, got {raw!r}", **where) from None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{var} must be a number, got {raw!r}", **where) from None
-
-
-#: Environment keys read as integers ("1e9" or "20.0" is refused, not rounded).
-_INT_ENV_KEYS = frozenset(
-    {
-        "client.retry.max_attempts",
-        "connection_pool.max_connections",
-        "connection_pool.max_keepalive",
-    }
-)
-
-
-def _build(data: dict[str, Any], layers: _Layers) -> ClientConfig:
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        values = dict(data.get(name) or {})
-        if name == "memory" and name not in data:
-            continue
-        if name == "client" and "retry" in values:
-            values["retry"] = _section("client.retry", RetryPolicy, values["retry"] or {}, layers)
-        sections[name] = _section(name, cls, values, layers)
-    return ClientConfig(**sections, source=layers.path)
-
-
-def _section(name: str, cls: Any, values: Any, layers: _Layers) -> Any:
-    if not isinstance(values, dict):
-        raise layers.error(f"{name} must be a mapping", name, values)
-    fields = {f.name for f in attrs.fields(cls)}
-    for key in values:
-        if key not in fields:
-            raise layers.error(_unknown(str(key), fields), f"{name}.{key}")
-    try:
-        return cls(**values)
-    except ConfigError as exc:
-        key = f"{name}.{exc.key}" if exc.key else name
-        raise layers.error(exc.message, key, exc._context.get("value")) from None
-    except (TypeError, ValueError) as exc:
-        raise layers.error(str(exc), name) from None
-
-
-def _resolve_api_key(config: ClientConfig, env: Mapping[str, str]) -> ClientConfig:
-    client = config.client
-    if client.api_key:
-        return config
-    var = client.api_key_env or PROVIDER_KEY_VARS.get(client.provider)
-    if var and env.get(var):
-        return attrs.evolve(config, client=attrs.evolve(client, api_key=env[var]))
-    return config
-
-
-def _secret_keys(data: Mapping[str, Any]) -> list[str]:
-    """The dotted keys of *data* that hold a credential (for the warning below)."""
-    found: list[str] = []
-    client = data.get("client")
-    if isinstance(client, dict):
-        if client.get("api_key"):
-            found.append("client.api_key")
-        if holds_credentials(client.get("base_url")):
-            found.append("client.base_url")
-        headers = client.get("default_headers")
-        if isinstance(headers, dict):
-            found += [
-                f"client.default_headers.{name}"
-                for name in headers
-                if isinstance(name, str) and is_secret_header(name)
-            ]
-    pool = data.get("connection_pool")
-    if isinstance(pool, dict) and holds_credentials(pool.get("proxy_url")):
-        found.append("connection_pool.proxy_url")
-    return found
-
-
-def _warn_if_secret_readable(path: str, secret_keys: list[str]) -> None:
-    if not secret_keys:
-        return
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        log.warning(
-            "%s holds a credential (%s) and is readable by other users (mode %o): "
-            "chmod 600 it, or use client.api_key_env",
-            path,
-            ", ".join(secret_keys),
-            stat.S_IMODE(mode),
-        )

@@ -9,7 +9,8 @@ import attrs
 import pytest
 
 import llmpool
-from llmpool.config import ClientSettings, MemoryConfig, PluginsConfig, PoolConfig, load_config
+from llmpool.config import ClientSettings, MemoryConfig, PluginsConfig, PoolConfig
+from llmpool.config_loading import load_config
 
 
 def _every_key(tmp_path: Path) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_every_integer_environment_key_is_parsed_as_an_integer() -> None:
     """Each LLMPOOL_* variable whose key holds an int is read strictly as an integer."""
     import attrs
 
-    from llmpool.config import _INT_ENV_KEYS, _SECTIONS, ENV_VARS
+    from llmpool.config_loading import _INT_ENV_KEYS, _SECTIONS, ENV_VARS
     from llmpool.retry import RetryPolicy
 
     classes = {**_SECTIONS, "client.retry": RetryPolicy}

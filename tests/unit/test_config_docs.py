@@ -8,7 +8,8 @@ import attrs
 import pytest
 
 import llmpool
-from llmpool.config import ENV_VARS, ClientSettings, PluginsConfig
+from llmpool.config import ClientSettings, PluginsConfig
+from llmpool.config_loading import ENV_VARS
 from llmpool.retry import RetryPolicy
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.rst"

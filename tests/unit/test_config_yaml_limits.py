@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from llmpool import ConfigError, load_config
-from llmpool.config import MAX_ALIAS_NODES
+from llmpool.config_yaml import MAX_ALIAS_NODES
 
 
 def bomb(levels: int = 9, width: int = 10, indent: str = "    ") -> str:

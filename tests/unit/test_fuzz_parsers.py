@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmpool.config import load_config
+from llmpool.config_loading import load_config
 from llmpool.exceptions import LLMPoolError
 from llmpool.providers.anthropic import AnthropicProvider
 from llmpool.providers.openai import OpenAIProvider
