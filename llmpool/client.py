@@ -13,7 +13,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -27,6 +26,7 @@ from llmpool.exceptions import (
     LLMPoolError,
     ResponseTooLarge,
 )
+from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.memory.state import MemoryState
 from llmpool.models import CallContext, Embeddings, Request
 from llmpool.options import (
@@ -155,7 +155,7 @@ class Client:
         self._memory, self._owns_memory = _make_memory(memory)
         if self._memory is not None:
             self._wire_memory(self._memory)
-        _FORK_WATCH.add(self)
+        reset_after_fork(self, renew_lock)  # a parent thread may have held it
 
     # -- construction helpers ----------------------------------------------------------
 
@@ -188,7 +188,7 @@ class Client:
         clone._lock = threading.Lock()
         clone._counters = dict.fromkeys(self._counters, 0)
         clone._errors = {}
-        _FORK_WATCH.add(clone)
+        reset_after_fork(clone, renew_lock)
         changes = {name: overrides[name] for name in allowed & set(overrides)}
         if "retry" in changes and changes["retry"] is None:
             changes["retry"] = RetryPolicy()
@@ -664,19 +664,3 @@ def _make_memory(memory: Any) -> tuple[MemoryManager | None, bool]:
         f"memory must be a MemoryConfig or a MemoryManager, got {type(memory).__name__}",
         key="memory",
     )
-
-
-# --------------------------------------------------------------------------- fork
-
-_FORK_WATCH: weakref.WeakSet[Client] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    """A forked child gets fresh client locks (a parent thread may have held one);
-    the pool, plugins and memory manager renew their own."""
-    for client in list(_FORK_WATCH):
-        client._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
