@@ -16,23 +16,25 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmpool.exceptions import ConfigError, LLMPoolError
 from llmpool.models import ChatChunk, ChatCompletion, Choice, Message, Request, ToolCall, Usage
-from llmpool.providers.base import (
+from llmpool.providers.base import Provider
+from llmpool.providers.parsing import (
     SHAPE_ERRORS,
-    MessageLike,
-    Provider,
-    StreamParser,
     as_dict,
     as_list,
-    check_model,
     load_json,
-    normalise_messages,
     opt_int,
     opt_str,
     opt_text,
     response_shape,
+)
+from llmpool.providers.payload import (
+    MessageLike,
+    check_model,
+    normalise_messages,
     stop_list,
     with_extra,
 )
+from llmpool.providers.stream_parser import StreamParser
 
 if TYPE_CHECKING:
     from llmpool.streaming import SSEEvent

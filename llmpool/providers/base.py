@@ -6,46 +6,61 @@ provider instance serves every thread of a process: it is configured once
 (headers precomputed) and keeps no per-call state. Per-stream state lives in
 a :class:`StreamParser`, one per stream.
 
-The helpers at the bottom (:func:`load_json`, :func:`response_shape`,
+The helpers (:func:`load_json`, :func:`response_shape`,
 :func:`normalise_messages`, ...) are public so that third-party providers
-report malformed bodies the same way the built-in ones do.
+report malformed bodies the same way the built-in ones do. They live in
+:mod:`llmpool.providers.parsing` (reading bodies) and
+:mod:`llmpool.providers.payload` (building requests), :class:`StreamParser`
+in :mod:`llmpool.providers.stream_parser`; this module re-exports them all.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import copy
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NoReturn
 
 from llmpool._version import __version__
 from llmpool.exceptions import (
     APIStatusError,
     ConfigError,
     InvalidResponse,
-    LLMPoolError,
-    StreamError,
     cap_request_id,
     error_for_status,
     excerpt,
 )
 from llmpool.models import (
-    ChatChunk,
     ChatCompletion,
     Embeddings,
-    Message,
     Request,
-    ToolCall,
-    Usage,
-    encode_json,
 )
+from llmpool.providers.parsing import (
+    SHAPE_ERRORS,
+    as_dict,
+    as_list,
+    invalid_response,
+    load_json,
+    opt_int,
+    opt_str,
+    opt_text,
+    parse_tool_calls,
+    parse_usage,
+    response_shape,
+)
+from llmpool.providers.payload import (
+    MessageLike,
+    check_model,
+    merge_headers,
+    message_dict,
+    normalise_messages,
+    stop_list,
+    with_extra,
+)
+from llmpool.providers.stream_parser import StreamParser
 from llmpool.redaction import check_header, check_headers
 from llmpool.retry import get_header, parse_retry_after
-
-if TYPE_CHECKING:
-    from llmpool.streaming import SSEEvent
 
 __all__ = [
     "SHAPE_ERRORS",
@@ -75,10 +90,6 @@ __all__ = [
 
 #: Sent on every request unless ``default_headers`` overrides it.
 USER_AGENT = f"llmpool/{__version__}"
-
-#: A chat message: an OpenAI-style dict, or a :class:`~llmpool.models.Message`
-#: taken from an earlier result (for tool-call round trips).
-MessageLike = Mapping[str, Any] | Message
 
 
 class Provider(abc.ABC):
@@ -374,299 +385,3 @@ def checked_headers(
         )
     check_headers(headers, key=key)
     return headers
-
-
-class StreamParser(abc.ABC):
-    """Turns one stream's server-sent events into :class:`~llmpool.models.ChatChunk`.
-
-    Thread safety: none needed; one parser per stream, confined to the thread
-    reading it. It remembers what the caller needs at the end: whether the
-    terminal marker arrived (:attr:`done`), the finish reason, the usage and
-    the text so far (for the context of a StreamInterrupted).
-    """
-
-    #: Error types that a retry may cure (when nothing was delivered yet).
-    transient_errors: ClassVar[frozenset[str]] = frozenset()
-
-    def __init__(self, *, request_id: str | None = None) -> None:
-        self.request_id = request_id
-        #: The response id the stream announced (None until it did).
-        self.response_id: str | None = None
-        #: The model the stream announced (None until it did).
-        self.model: str | None = None
-        self._done = False
-        self._finish_reason: str | None = None
-        self._usage: Usage | None = None
-
-    @abc.abstractmethod
-    def feed(self, event: SSEEvent) -> ChatChunk | None:
-        """The chunk *event* carries, or None for events without one (pings,
-        bookkeeping, the terminal marker). Raises StreamError for an error
-        event and InvalidResponse for malformed data."""
-
-    @property
-    def done(self) -> bool:
-        """Whether the terminal marker (``[DONE]``, ``message_stop``) was seen."""
-        return self._done
-
-    @property
-    def finish_reason(self) -> str | None:
-        """The last finish reason seen (OpenAI's vocabulary), or None."""
-        return self._finish_reason
-
-    @property
-    def usage(self) -> Usage | None:
-        """The token usage, once the stream reported it."""
-        return self._usage
-
-    def load(self, data: str) -> dict[str, Any]:
-        """The JSON object of an event's data; InvalidResponse otherwise."""
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise invalid_response(
-                data, self.request_id, "stream event", exc, problem=_NOT_JSON
-            ) from exc
-        if not isinstance(obj, dict):
-            raise self.invalid(data, TypeError(f"expected an object, got {type(obj).__name__}"))
-        return obj
-
-    def invalid(self, data: str, exc: BaseException) -> InvalidResponse:
-        """The InvalidResponse for event *data* that *exc* found malformed.
-
-        Stream parsers catch :data:`SHAPE_ERRORS` around their reading code
-        and raise this (a plain ``try`` costs nothing on the hot path, where
-        a context manager per event would)."""
-        return invalid_response(data, self.request_id, "stream event", exc)
-
-    def chunk(self, delta: str = "", **fields: Any) -> ChatChunk:
-        """A chunk, recording its finish reason (first choice) and usage on the
-        parser. The text is the Stream's to keep (bounded), never the parser's."""
-        first = fields.get("index", 0) == 0
-        if first and fields.get("finish_reason"):
-            self._finish_reason = fields["finish_reason"]
-        if fields.get("usage") is not None:
-            self._usage = fields["usage"]
-        return ChatChunk(delta=delta, **fields)
-
-    def error(self, message: str, error_type: str | None, data: str) -> StreamError:
-        """The StreamError for an error event; retryable when the type is transient."""
-        return StreamError(
-            message or "error event in the stream",
-            status_code=200,
-            request_id=self.request_id,
-            body=excerpt(data),
-            error_type=error_type,
-            text="",  # the Stream fills in what it delivered
-            delivered=False,
-            retryable=error_type in self.transient_errors,
-        )
-
-    def error_event(self, data: str, obj: Any = None) -> StreamError:
-        """The StreamError for an error event whose data is *data* (*obj* when
-        already decoded): ``{"error": {"type", "message"}}`` (both providers),
-        ``{"error": "..."}``, or plain text."""
-        if obj is None:
-            try:
-                obj = json.loads(data)
-            except (ValueError, RecursionError):
-                return self.error(excerpt(data, 200), None, data)
-        error = obj.get("error") if isinstance(obj, dict) else None
-        if isinstance(error, dict):
-            kind = opt_text(error.get("type")) or opt_text(error.get("code"))
-            return self.error(opt_text(error.get("message")) or "", kind, data)
-        message = opt_text(error) or (
-            opt_text(obj.get("message")) if isinstance(obj, dict) else None
-        )
-        return self.error(message or excerpt(data, 200), None, data)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """*base* updated with *extra*, header names compared without case
-    (the spelling of *extra* wins)."""
-    merged = dict(base)
-    for name, value in extra.items():
-        for old in [k for k in merged if k.lower() == name.lower()]:
-            del merged[old]
-        merged[name] = value
-    return merged
-
-
-def load_json(body: bytes | str, *, request_id: str | None, what: str = "response") -> Any:
-    """Decode JSON *body*; InvalidResponse (with an excerpt) when it is not JSON."""
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise invalid_response(body, request_id, what, exc, problem=_NOT_JSON) from exc
-
-
-_NOT_JSON = "is not valid JSON"
-
-#: What reading a decoded body of the wrong shape raises; mapped to InvalidResponse.
-SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
-
-
-def invalid_response(
-    body: bytes | str,
-    request_id: str | None,
-    what: str,
-    exc: BaseException,
-    *,
-    problem: str = "has an unexpected shape",
-) -> InvalidResponse:
-    """The InvalidResponse for a *body* that *exc* found malformed (with an excerpt)."""
-    return InvalidResponse(
-        f"{what} {problem} ({type(exc).__name__}: {exc})",
-        status_code=None,
-        request_id=request_id,
-        body=excerpt(body),
-    )
-
-
-@contextlib.contextmanager
-def response_shape(body: bytes | str, request_id: str | None, what: str) -> Iterator[None]:
-    """Turn a KeyError/TypeError/ValueError/... raised while reading a decoded
-    body into InvalidResponse, so a wrong shape never escapes raw."""
-    try:
-        yield
-    except LLMPoolError:
-        raise
-    except SHAPE_ERRORS as exc:
-        raise invalid_response(body, request_id, what, exc) from exc
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """*value* when it is a JSON object; TypeError otherwise."""
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object, got {type(value).__name__}")
-    return value
-
-
-def as_list(value: Any) -> list[Any]:
-    """*value* when it is a JSON array; TypeError otherwise."""
-    if not isinstance(value, list):
-        raise TypeError(f"expected an array, got {type(value).__name__}")
-    return value
-
-
-def opt_str(value: Any) -> str | None:
-    """*value* when it is a string or None; TypeError otherwise."""
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def opt_text(value: Any) -> str | None:
-    """*value* when it is a non-empty string, else None (never raises)."""
-    return value if isinstance(value, str) and value else None
-
-
-def opt_int(value: Any, default: int | None = None) -> int | None:
-    """*value* when it is an integer, *default* when None; TypeError otherwise."""
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
-
-
-def parse_tool_calls(value: Any) -> tuple[ToolCall, ...]:
-    """OpenAI-style ``tool_calls`` (a list or None) as ToolCall values."""
-    if value is None:
-        return ()
-    calls = []
-    for item in as_list(value):
-        call = as_dict(item)
-        function = as_dict(call["function"])
-        arguments = function.get("arguments")
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments if arguments is not None else {})
-        calls.append(
-            ToolCall(
-                id=str(call.get("id") or ""),
-                name=str(function["name"]),
-                arguments=arguments,
-                type=str(call.get("type") or "function"),
-            )
-        )
-    return tuple(calls)
-
-
-def message_dict(message: MessageLike) -> dict[str, Any]:
-    """An OpenAI-style dict for *message* (a dict is copied, a Message converted)."""
-    if isinstance(message, Message):
-        out: dict[str, Any] = {"role": message.role, "content": message.content}
-        if message.tool_calls:
-            out["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": call.type,
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in message.tool_calls
-            ]
-        return out
-    if isinstance(message, Mapping) and isinstance(message.get("role"), str):
-        return dict(message)
-    raise ConfigError(
-        f"each message must be a mapping with a 'role' or a Message, got {message!r:.80}",
-        key="messages",
-    )
-
-
-def normalise_messages(messages: Sequence[MessageLike]) -> list[dict[str, Any]]:
-    """Check *messages* and return them as a list of OpenAI-style dicts."""
-    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
-        raise ConfigError(
-            f"messages must be a list of messages, got {type(messages).__name__}",
-            key="messages",
-        )
-    if not messages:
-        raise ConfigError("messages must not be empty", key="messages")
-    return [message_dict(m) for m in messages]
-
-
-def check_model(model: str) -> str:
-    """*model* when it is a non-empty string; ConfigError otherwise."""
-    if not isinstance(model, str) or not model:
-        raise ConfigError(f"model must be a non-empty string, got {model!r}", key="model")
-    return model
-
-
-def stop_list(stop: str | Sequence[str] | None) -> list[str] | None:
-    """*stop* as a list of strings (None stays None)."""
-    if stop is None:
-        return None
-    if isinstance(stop, str):
-        return [stop]
-    if not all(isinstance(s, str) for s in stop):
-        raise ConfigError("stop must be a string or a list of strings", key="stop")
-    return list(stop)
-
-
-def with_extra(payload: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
-    """*payload* updated with the caller's *extra_body* (which wins).
-
-    *extra_body* must be a mapping that strict JSON can hold: a datetime, a
-    set, bytes, NaN or infinity in it raises ConfigError (key
-    ``extra_body``) naming the type, never the content."""
-    if extra_body is not None:
-        if not isinstance(extra_body, Mapping):
-            raise ConfigError("extra_body must be a mapping", key="extra_body")
-        encode_json(extra_body, key="extra_body")
-        payload.update(extra_body)
-    return payload
-
-
-def parse_usage(value: Any) -> Usage:
-    """OpenAI-style usage (``prompt_tokens``, ``completion_tokens``, ``total_tokens``)."""
-    if value is None:
-        return Usage()
-    usage = as_dict(value)
-    prompt = opt_int(usage.get("prompt_tokens"), 0) or 0
-    completion = opt_int(usage.get("completion_tokens"), 0) or 0
-    total = opt_int(usage.get("total_tokens"), prompt + completion) or 0
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)

@@ -14,25 +14,27 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmpool.exceptions import ConfigError
 from llmpool.models import ChatChunk, ChatCompletion, Choice, Embeddings, Message, Request
-from llmpool.providers.base import (
+from llmpool.providers.base import Provider
+from llmpool.providers.parsing import (
     SHAPE_ERRORS,
-    MessageLike,
-    Provider,
-    StreamParser,
     as_dict,
     as_list,
-    check_model,
     load_json,
-    normalise_messages,
     opt_int,
     opt_str,
     opt_text,
     parse_tool_calls,
     parse_usage,
     response_shape,
+)
+from llmpool.providers.payload import (
+    MessageLike,
+    check_model,
+    normalise_messages,
     stop_list,
     with_extra,
 )
+from llmpool.providers.stream_parser import StreamParser
 
 if TYPE_CHECKING:
     from llmpool.streaming import SSEEvent
