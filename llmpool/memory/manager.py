@@ -15,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from llmpool.config import MemoryConfig
 from llmpool.exceptions import MemoryPressureError
@@ -33,8 +32,8 @@ from llmpool.memory.report import (
     MemoryReport,
     MemorySample,
     format_bytes,
-    least_squares_slope,
 )
+from llmpool.memory.reporting import MemoryReports
 from llmpool.memory.sampler import Sampler
 from llmpool.memory.state import MemoryState, StateMachine
 from llmpool.memory.thread import THREAD_NAME, SamplerThread
@@ -60,7 +59,7 @@ class SampleLike(Protocol):
 Gauge = Callable[[], Mapping[str, float]]
 
 
-class MemoryManager:
+class MemoryManager(MemoryReports):
     """Watches this process's memory against a budget from a daemon thread.
 
     One per process, shared by all threads. Every public method is
@@ -283,26 +282,6 @@ class MemoryManager:
             self._call_back(state)
         return state
 
-    def _take_sample(self) -> MemorySample:
-        """Call the sampler; accept anything with ``rss`` (psutil's ``memory_info()``
-        result too) by copying its known fields into a MemorySample."""
-        sample = self._sampler()
-        if isinstance(sample, MemorySample):
-            return sample
-        return MemorySample(
-            rss=int(sample.rss),
-            vms=int(getattr(sample, "vms", 0)),
-            cgroup_usage=getattr(sample, "cgroup_usage", None),
-            threads=getattr(sample, "threads", None),
-            open_fds=getattr(sample, "open_fds", None),
-            time=self._clock(),
-        )
-
-    def _usage_bytes(self, sample: MemorySample) -> int:
-        if self._limit.from_cgroup and sample.cgroup_usage is not None:
-            return sample.cgroup_usage
-        return sample.rss
-
     def _record(self, now: float, sample: MemorySample, usage: float) -> None:
         """Keep the sample's numbers (under the lock) and publish it."""
         self._samples += 1
@@ -398,132 +377,12 @@ class MemoryManager:
 
     # ------------------------------------------------------------------ failures
 
-    def _sample_failed(self, exc: BaseException, now: float) -> None:
-        with self._lock:
-            self._sample_errors += 1
-            count = self._sample_errors
-        self._log_limited("sample", now, "memory sample failed (%d so far): %r", count, exc)
-
-    def _log_limited(self, kind: str, now: float, message: str, *args: object) -> None:
-        """Log a warning unless one of the same *kind* was logged within a minute."""
-        with self._lock:
-            suppressed = self._limiter.allow(kind, now)
-        if suppressed is None:
-            return
-        if suppressed:
-            message += " (%d similar suppressed)"
-            args = (*args, suppressed)
-        log.warning("llmpool memory: " + message, *args)
-
     def _tick_in_thread(self) -> None:
         """One tick for the thread: an unexpected error is counted, never fatal."""
         try:
             self.tick()
         except Exception as exc:
             self._sample_failed(exc, self._clock())
-
-    # ------------------------------------------------------------------ reports
-
-    def report(self) -> MemoryReport:
-        """Everything known now, including every gauge (a raising gauge is skipped
-        and counted). Samples once on the caller's thread if the thread has not yet."""
-        return self._build_report(with_gauges=True)
-
-    def stats(self) -> dict[str, Any]:
-        """A compact plain dict for ``client.stats()["memory"]`` (no gauges called)."""
-        return self._build_report(with_gauges=False).summary()
-
-    def _build_report(self, *, with_gauges: bool) -> MemoryReport:
-        now = self._clock()
-        sample = self._latest
-        if sample is None:
-            sample = self._sample_now(now)
-        gauges = self._read_gauges(now) if with_gauges else {}
-        operations = self._accounting.snapshot()
-        with self._lock:
-            state = self._machine.state
-            history = list(self._history)
-            first_rss = self._first_rss if self._first_rss is not None else sample.rss
-            peak, samples, gc_stats = max(self._peak, sample.rss), self._samples, self._gc.freeze()
-            errors = (self._sample_errors, self._callback_errors, self._gauge_errors)
-            since, rejected = self._state_since, self._rejected
-        usage_bytes = self._usage_bytes(sample)
-        return MemoryReport(
-            time=now,
-            pid=sample.pid,
-            running=self.running,
-            state=state,
-            usage=usage_bytes / self._limit.bytes,
-            usage_bytes=usage_bytes,
-            limit=self._limit.bytes,
-            limit_source=self._limit.source,
-            cgroup_limit=self._limit.cgroup_limit,
-            host_total=self._limit.host_total,
-            rss=sample.rss,
-            vms=sample.vms,
-            cgroup_usage=sample.cgroup_usage,
-            slope=least_squares_slope(history),
-            window=history[-1][0] - history[0][0] if history else 0.0,
-            threads=sample.threads,
-            open_fds=sample.open_fds,
-            inflight_bytes=self._accounting.inflight,
-            operations=operations,
-            operations_folded=self._accounting.folded,
-            gauges=gauges,
-            gc_counts=gc.get_count(),
-            gc_collections=tuple(gen["collections"] for gen in gc.get_stats()),
-            tracemalloc_current=(_traced_memory()),
-            time_in_state=now - since,
-            peak_rss=peak,
-            growth=sample.rss - first_rss,
-            samples=samples,
-            gc=gc_stats,
-            sample_errors=errors[0],
-            callback_errors=errors[1],
-            gauge_errors=errors[2],
-            rejected=rejected,
-        )
-
-    def _sample_now(self, now: float) -> MemorySample:
-        """A sample for a report asked before the first tick (not published)."""
-        try:
-            return self._take_sample()
-        except Exception as exc:
-            self._sample_failed(exc, now)
-            return MemorySample(rss=0, time=now)
-
-    def _read_gauges(self, now: float) -> dict[str, Mapping[str, float]]:
-        values: dict[str, Mapping[str, float]] = {}
-        for name, fn in self._gauges.items():
-            try:
-                values[name] = {str(key): value for key, value in fn().items()}
-            except Exception as exc:
-                with self._lock:
-                    self._gauge_errors += 1
-                self._log_limited("gauge", now, "gauge %r raised: %r", name, exc)
-        return values
-
-    def tracemalloc_top(self, n: int = 10) -> list[tuple[str, int, int]]:
-        """The *n* source lines holding the most traced memory: ``(file:line, bytes,
-        blocks)``. Starts tracemalloc if it is not tracing (logged: it slows every
-        allocation and costs memory); the first call then shows little, the next
-        ones show what was allocated since. Never called by the sampler."""
-        import tracemalloc  # on demand only: importing it costs milliseconds
-
-        if not tracemalloc.is_tracing():
-            tracemalloc.start()
-            log.warning(
-                "llmpool memory: tracemalloc started now (it slows allocations; stop it with "
-                "tracemalloc.stop()); results cover allocations from this point on"
-            )
-        snapshot = tracemalloc.take_snapshot().filter_traces(
-            (tracemalloc.Filter(False, tracemalloc.__file__),)
-        )
-        top = snapshot.statistics("lineno")[:n]
-        return [
-            (f"{stat.traceback[0].filename}:{stat.traceback[0].lineno}", stat.size, stat.count)
-            for stat in top
-        ]
 
     # ------------------------------------------------------------------ fork
 
@@ -535,12 +394,3 @@ class MemoryManager:
         if callable(after_fork):
             after_fork()
         self._runner.after_fork(self, MemoryManager._tick_in_thread)
-
-
-def _traced_memory() -> int | None:
-    """tracemalloc's current figure when something is tracing, without importing it."""
-    module = sys.modules.get("tracemalloc")
-    if module is None or not module.is_tracing():
-        return None
-    current: int = module.get_traced_memory()[0]
-    return current
