@@ -46,7 +46,7 @@ def test_bad_setting_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_options_map_to_settings() -> None:
     """Every mock-server option lands in the server's settings, milliseconds as seconds."""
-    from llmpool.cli import _mock_server_options
+    from llmpool.cli_mock_server import mock_server_options as _mock_server_options
 
     args = build_parser().parse_args(
         [
