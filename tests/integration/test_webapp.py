@@ -553,18 +553,23 @@ def kill_a_worker(server: Gunicorn, kill: Kill) -> None:
     the ones whose calls may die with it. (A worker with none, e.g. one that
     max_requests is retiring, is resumed and another one is tried.)
     """
+    gone = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
     for _ in range(100):
         for pid in server.workers():
-            os.kill(pid, signal.SIGSTOP)
-            wait_for_status(pid, lambda status: status == psutil.STATUS_STOPPED)
-            ports = front_ports_of(server, pid)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                wait_for_status(pid, lambda s: s == psutil.STATUS_STOPPED or s in gone)
+                ports = front_ports_of(server, pid)
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                continue  # it was recycled meanwhile
             if ports:
                 kill.pid, kill.front_ports = pid, ports
                 os.kill(pid, signal.SIGKILL)
-                wait_for_status(pid, lambda s: s in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD))
+                wait_for_status(pid, lambda s: s in gone)
                 kill.done.set()
                 return
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         time.sleep(POLL)
 
 
