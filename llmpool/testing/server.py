@@ -2,66 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import selectors
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, BinaryIO, Self, cast
+from typing import Any, Self
 
 import attrs
 
 from llmpool.exceptions import ConfigError
-from llmpool.testing.exchange import Close, Pause, Send, Stall, Step, plan
 from llmpool.testing.faults import Fault, parse_faults
-from llmpool.testing.http11 import BadRequest, HttpRequest, read_body, read_head
-from llmpool.testing.injection import FAULT_HEADER, FaultInjector
+from llmpool.testing.injection import FaultInjector
 from llmpool.testing.recording import RecordedRequest, Recorder
+from llmpool.testing.serving import Connection, Serving
 from llmpool.testing.settings import DEFAULT_REPLY, MockSettings
 
 __all__ = ["MockLLMServer"]
 
 log = logging.getLogger(__name__)
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_BAD_BODY = b'{"error": {"message": "Malformed HTTP request.", "type": "invalid_request_error"}}'
-_BAD_REQUEST = (
-    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BAD_BODY), _BAD_BODY)
-)
-
-
-class _Connection:
-    """One accepted TCP connection; confined to its thread, except :meth:`shutdown`."""
-
-    def __init__(self, conn_id: int, sock: socket.socket) -> None:
-        self.id = conn_id
-        self.sock = sock
-        self.served = 0
-        self.reset = False
-        self.thread: threading.Thread | None = None
-
-    def shutdown(self) -> None:
-        """Wake the thread blocked on this socket (called by ``stop()``)."""
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self, rfile: BinaryIO | None) -> None:
-        """Close the socket: an RST when ``reset`` is set, a FIN otherwise."""
-        try:
-            if rfile is not None:
-                rfile.close()
-            if self.reset:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        finally:
-            self.sock.close()
 
 
 class MockLLMServer:
@@ -134,9 +96,15 @@ class MockLLMServer:
         self._address: tuple[str, int] | None = None
         self._recorder = Recorder(max_recorded)
         self._injector = FaultInjector(seed)
+        self._serving = Serving(
+            settings=lambda: self._settings,
+            injector=self._injector,
+            recorder=self._recorder,
+            forget=self._forget,
+        )
         # Guards _settings (rebinds), _conns, _next_id, _opened and the lifecycle fields.
         self._lock = threading.Lock()
-        self._conns: dict[int, _Connection] = {}
+        self._conns: dict[int, Connection] = {}
         self._next_id = 0
         self._opened = 0
         self._stopping = threading.Event()
@@ -341,136 +309,17 @@ class MockLLMServer:
         with self._lock:
             self._next_id += 1
             self._opened += 1
-            conn = _Connection(self._next_id, sock)
+            conn = Connection(self._next_id, sock)
             self._conns[conn.id] = conn
         conn.thread = threading.Thread(
-            target=self._serve,
-            args=(conn,),
+            target=self._serving.serve,
+            args=(conn, self._stopping),
             name=f"llmpool-mock-conn-{self.port}-{conn.id}",
             daemon=True,
         )
         conn.thread.start()
 
-    # ------------------------------------------------------------------ serving
-
-    def _serve(self, conn: _Connection) -> None:
-        rfile: BinaryIO | None = None
-        try:
-            if isinstance(conn.sock, ssl.SSLSocket):
-                conn.sock.do_handshake()
-            rfile = cast(BinaryIO, conn.sock.makefile("rb", buffering=65536))
-            while not self._stopping.is_set() and self._serve_one(conn, rfile):
-                pass
-        except BadRequest as exc:
-            log.debug("mock connection %d: bad request: %s", conn.id, exc)
-            self._send_quietly(conn, _BAD_REQUEST)
-        except OSError as exc:
-            log.debug("mock connection %d: %s", conn.id, exc)
-        except Exception:  # a bug here must not kill the test run with a thread warning
-            log.exception("mock connection %d failed", conn.id)
-        finally:
-            conn.close(rfile)
-            with self._lock:
-                self._conns.pop(conn.id, None)
-
-    def _serve_one(self, conn: _Connection, rfile: BinaryIO) -> bool:
-        """Read and answer one request; False when the connection is done."""
-        request = self._read_request(conn, rfile, self._settings.idle_timeout)
-        if request is None:
-            return False
-        settings = self._settings  # read after the request: configure() applies to it
-        conn.served += 1
-        fault = self._fault_for(conn, request, settings)
-        self._record(conn, request, fault)
-        steps = plan(request, settings, fault, keep_alive=request.keep_alive)
-        limit = settings.close_after_requests
-        if limit is not None and conn.served >= limit and not isinstance(steps[-1], Close):
-            steps.append(Close())  # silently: the response did not say Connection: close
-        return self._execute(conn, steps)
-
-    def _read_request(
-        self, conn: _Connection, rfile: BinaryIO, idle_timeout: float | None
-    ) -> HttpRequest | None:
-        if idle_timeout is not None:
-            conn.sock.settimeout(idle_timeout)
-        try:
-            request = read_head(rfile)
-        except TimeoutError:
-            log.debug("mock connection %d: idle timeout, closing", conn.id)
-            return None
-        finally:
-            if idle_timeout is not None:
-                conn.sock.settimeout(None)
-        if request is None:
-            return None
-        if request.headers.get("expect", "").lower() == "100-continue":
-            conn.sock.sendall(_CONTINUE)
-        request.body = read_body(rfile, request)
-        return request
-
-    def _fault_for(
-        self, conn: _Connection, request: HttpRequest, settings: MockSettings
-    ) -> Fault | None:
-        drop_after = settings.drop_after_requests
-        if drop_after is not None and conn.served > drop_after:
-            return Fault.drop()
-        return self._injector.choose(request.headers.get(FAULT_HEADER), settings)
-
-    def _record(self, conn: _Connection, request: HttpRequest, fault: Fault | None) -> None:
-        try:
-            decoded = request.json() if request.body else None
-        except ValueError:
-            decoded = None
-        self._recorder.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                query=request.query,
-                headers=request.headers,
-                body=request.body,
-                json=decoded,
-                connection_id=conn.id,
-                index_on_connection=conn.served,
-                timestamp=time.monotonic(),
-                fault=fault,
-            )
-        )
-        log.debug(
-            "mock %s %s connection=%d #%d fault=%s",
-            request.method,
-            request.target,
-            conn.id,
-            conn.served,
-            fault,
-        )
-
-    def _execute(self, conn: _Connection, steps: list[Step]) -> bool:
-        """Perform *steps*; False when they closed the connection or the server stops."""
-        for step in steps:
-            if isinstance(step, Send):
-                conn.sock.sendall(step.data)
-            elif isinstance(step, Pause):
-                if self._stopping.wait(step.seconds):
-                    return False
-            elif isinstance(step, Stall):
-                self._stall(conn)
-            elif isinstance(step, Close):
-                conn.reset = step.reset
-                return False
-        return True
-
-    def _stall(self, conn: _Connection) -> None:
-        """Wait until the client closes the connection or ``stop()`` shuts it down."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(conn.sock, selectors.EVENT_READ)
-            selector.select()
-        try:
-            if conn.sock.recv(1, socket.MSG_PEEK):
-                self._stopping.wait()  # the client spoke again: stay silent until stop()
-        except (OSError, ValueError):  # ValueError: TLS sockets cannot peek; just close
-            pass
-
-    @staticmethod
-    def _send_quietly(conn: _Connection, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            conn.sock.sendall(data)
+    def _forget(self, conn: Connection) -> None:
+        """A connection's thread is done with it."""
+        with self._lock:
+            self._conns.pop(conn.id, None)
