@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 import attrs
 
@@ -23,7 +23,7 @@ from llmpool.exceptions import (
 )
 from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.memory.state import MemoryState
-from llmpool.models import Embeddings
+from llmpool.models import ChatCompletion, Embeddings
 from llmpool.options import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_STREAM_TEXT,
@@ -31,6 +31,7 @@ from llmpool.options import (
     ClientOptions,
     parse_base_url,
 )
+from llmpool.params import CallKwargs, split_kwargs
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.interfaces import Transport
 from llmpool.pool.redirects import RedirectingTransport
@@ -38,6 +39,7 @@ from llmpool.providers import Provider, load_provider
 from llmpool.redaction import redact_url
 from llmpool.request_path import RequestPath
 from llmpool.retry import RetryPolicy
+from llmpool.streaming import Stream
 
 if TYPE_CHECKING:
     from llmpool.config import ClientConfig
@@ -205,82 +207,89 @@ class Client(RequestPath):
 
     # -- public calls ------------------------------------------------------------------
 
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        stream: Literal[False] = False,
+        **kwargs: Unpack[CallKwargs],
+    ) -> ChatCompletion: ...
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        stream: Literal[True],
+        **kwargs: Unpack[CallKwargs],
+    ) -> Stream: ...
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        stream: bool,
+        **kwargs: Unpack[CallKwargs],
+    ) -> ChatCompletion | Stream: ...
     def chat(
         self,
         model: str,
         messages: Sequence[Mapping[str, Any]],
         *,
         stream: bool = False,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> Any:
+        **kwargs: Unpack[CallKwargs],
+    ) -> ChatCompletion | Stream:
         """A chat completion: a :class:`~llmpool.ChatCompletion`, or with
         ``stream=True`` a :class:`~llmpool.streaming.Stream` of
-        :class:`~llmpool.ChatChunk` (use it in a ``with`` block)."""
-        request = self._provider.build_chat(
-            model,
-            messages,
-            stream=stream,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-            tools=tools,
-            extra_body=extra_body,
-        )
-        return self._call(
-            "chat",
-            model,
-            request,
-            self._provider.parse_chat,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
-            idempotency_key=idempotency_key,
-        )
+        :class:`~llmpool.ChatChunk` (use it in a ``with`` block).
 
+        Keyword arguments (:class:`~llmpool.params.CallKwargs`): the
+        generation parameters of :class:`~llmpool.params.CallParams`
+        (``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``,
+        ``tools``, ``tool_choice``, ``response_format``, ``user``,
+        ``extra_body``) and the call's own ``timeout``, ``deadline``,
+        ``extra_headers`` and ``idempotency_key``.
+        """
+        params, options = split_kwargs("chat", kwargs)
+        request = self._provider.build_chat(model, messages, stream=stream, params=params)
+        result: ChatCompletion | Stream = self._call(
+            "chat", model, request, self._provider.parse_chat, **options
+        )
+        return result
+
+    @overload
     def complete(
         self,
         model: str,
         prompt: str,
         *,
-        stream: bool = False,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> Any:
+        stream: Literal[False] = False,
+        **kwargs: Unpack[CallKwargs],
+    ) -> ChatCompletion: ...
+    @overload
+    def complete(
+        self, model: str, prompt: str, *, stream: Literal[True], **kwargs: Unpack[CallKwargs]
+    ) -> Stream: ...
+    @overload
+    def complete(
+        self, model: str, prompt: str, *, stream: bool, **kwargs: Unpack[CallKwargs]
+    ) -> ChatCompletion | Stream: ...
+    def complete(
+        self, model: str, prompt: str, *, stream: bool = False, **kwargs: Unpack[CallKwargs]
+    ) -> ChatCompletion | Stream:
         """A text completion (OpenAI ``/completions``): a ChatCompletion whose
-        message holds the text, or a Stream with ``stream=True``."""
-        request = self._provider.build_complete(
-            model,
-            prompt,
-            stream=stream,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-            extra_body=extra_body,
+        message holds the text, or a Stream with ``stream=True``. Takes the
+        keyword arguments of :meth:`chat` (``tools``, ``tool_choice`` and
+        ``response_format`` do not apply)."""
+        params, options = split_kwargs("complete", kwargs)
+        request = self._provider.build_complete(model, prompt, stream=stream, params=params)
+        result: ChatCompletion | Stream = self._call(
+            "complete", model, request, self._provider.parse_complete, **options
         )
-        return self._call(
-            "complete",
-            model,
-            request,
-            self._provider.parse_complete,
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
-            idempotency_key=idempotency_key,
-        )
+        return result
 
     def embed(
         self,

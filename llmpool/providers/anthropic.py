@@ -10,12 +10,13 @@ OpenAI ``finish_reason``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmpool.exceptions import ConfigError, LLMPoolError
+from llmpool.exceptions import ConfigError
 from llmpool.models import ChatChunk, ChatCompletion, Choice, Message, Request, ToolCall, Usage
+from llmpool.params import NO_PARAMS, CallParams
+from llmpool.providers.anthropic_request import map_messages, map_params, map_tools
 from llmpool.providers.base import Provider
 from llmpool.providers.parsing import (
     SHAPE_ERRORS,
@@ -31,7 +32,6 @@ from llmpool.providers.payload import (
     MessageLike,
     check_model,
     normalise_messages,
-    stop_list,
     with_extra,
 )
 from llmpool.providers.stream_parser import StreamParser
@@ -57,8 +57,6 @@ FINISH_REASONS: Mapping[str, str] = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-
-_EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
 class AnthropicProvider(Provider):
@@ -123,31 +121,25 @@ class AnthropicProvider(Provider):
         messages: Sequence[MessageLike],
         *,
         stream: bool = False,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        params: CallParams = NO_PARAMS,
     ) -> Request:
-        """``POST /messages`` with OpenAI-style *messages* and *tools* mapped."""
+        """``POST /messages`` with OpenAI-style *messages* and *params* mapped
+        (:func:`map_params`)."""
         system, mapped = map_messages(normalise_messages(messages))
         payload: dict[str, Any] = {
             "model": check_model(model),
-            "max_tokens": self._default_max_tokens if max_tokens is None else max_tokens,
+            "max_tokens": self._default_max_tokens
+            if params.max_tokens is None
+            else params.max_tokens,
             "messages": mapped,
         }
         if system is not None:
             payload["system"] = system
         if stream:
             payload["stream"] = True
-        if temperature is not None:
-            payload["temperature"] = temperature
-        stops = stop_list(stop)
-        if stops is not None:
-            payload["stop_sequences"] = stops
-        if tools is not None:
-            payload["tools"] = map_tools(tools)
-        return self.post("/messages", with_extra(payload, extra_body), stream=stream)
+        if params is not NO_PARAMS:
+            map_params(params, payload)
+        return self.post("/messages", with_extra(payload, params.extra_body), stream=stream)
 
     def parse_chat(self, body: bytes, *, request_id: str | None) -> ChatCompletion:
         """A ChatCompletion from a ``message`` object (text blocks joined,
@@ -179,153 +171,6 @@ class AnthropicProvider(Provider):
     def stream_parser(self, *, request_id: str | None = None) -> AnthropicStreamParser:
         """A parser for the Messages event stream."""
         return AnthropicStreamParser(request_id=request_id)
-
-
-# --------------------------------------------------------------------------- requests
-
-
-@contextmanager
-def _caller_shape(what: str) -> Iterator[None]:
-    """A KeyError/TypeError while mapping the caller's input is a ConfigError."""
-    try:
-        yield
-    except LLMPoolError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(
-            f"{what} cannot be mapped to the Anthropic API ({type(exc).__name__}: {exc})",
-            key=what,
-        ) from exc
-
-
-def map_messages(
-    messages: list[dict[str, Any]],
-) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
-    """``(system, messages)`` for the Messages API from OpenAI-style messages.
-
-    System (and ``developer``) messages are lifted into ``system``: one
-    string when they are all strings, else a list of text blocks. Assistant
-    ``tool_calls`` become ``tool_use`` blocks, ``tool`` messages become
-    ``tool_result`` blocks in a user turn, and consecutive turns of the same
-    role are merged (the API wants user and assistant to alternate).
-    """
-    system: list[Any] = []
-    out: list[dict[str, Any]] = []
-    with _caller_shape("messages"):
-        for message in messages:
-            role = message["role"]
-            if role in ("system", "developer"):
-                system.append(message.get("content") or "")
-                continue
-            content: str | list[dict[str, Any]]
-            if role == "tool":
-                role, content = "user", [_tool_result(message)]
-            elif role == "assistant":
-                content = _assistant_content(message)
-            elif role == "user":
-                content = _user_content(message.get("content"))
-            else:
-                raise ConfigError(
-                    f"message role {role!r} is not supported by the anthropic provider",
-                    key="messages",
-                    value=role,
-                )
-            _append_turn(out, role, content)
-    return _system(system), out
-
-
-def _system(parts: list[Any]) -> str | list[dict[str, Any]] | None:
-    if not parts:
-        return None
-    if all(isinstance(p, str) for p in parts):
-        return "\n\n".join(p for p in parts if p) or None
-    blocks: list[dict[str, Any]] = []
-    for part in parts:
-        blocks.extend(_blocks(_user_content(part)))
-    return blocks
-
-
-def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    return content
-
-
-def _append_turn(out: list[dict[str, Any]], role: str, content: Any) -> None:
-    if out and out[-1]["role"] == role:
-        out[-1]["content"] = _blocks(out[-1]["content"]) + _blocks(content)
-    else:
-        out.append({"role": role, "content": content})
-
-
-def _user_content(content: Any) -> str | list[dict[str, Any]]:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return [_content_block(as_dict(part)) for part in as_list(content)]
-
-
-def _content_block(part: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI content parts mapped; Anthropic-native blocks pass through."""
-    if part.get("type") != "image_url":
-        return dict(part)
-    image = part["image_url"]
-    url = str(image["url"] if isinstance(image, Mapping) else image)
-    if url.startswith("data:"):
-        header, _, data = url[5:].partition(",")
-        media_type = header.split(";")[0]
-        return {
-            "type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
-        }
-    return {"type": "image", "source": {"type": "url", "url": url}}
-
-
-def _assistant_content(message: dict[str, Any]) -> str | list[dict[str, Any]]:
-    content = _user_content(message.get("content"))
-    calls = message.get("tool_calls") or []
-    if not calls:
-        return content
-    blocks = _blocks(content)
-    for call in calls:
-        function = call["function"]
-        arguments = function.get("arguments") or "{}"
-        tool_input = json.loads(arguments) if isinstance(arguments, str) else arguments
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": call["id"],
-                "name": function["name"],
-                "input": as_dict(tool_input),
-            }
-        )
-    return blocks
-
-
-def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "tool_result",
-        "tool_use_id": message["tool_call_id"],
-        "content": _user_content(message.get("content")),
-    }
-
-
-def map_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI function tools as Anthropic tools; Anthropic-native tools pass through."""
-    out = []
-    with _caller_shape("tools"):
-        for tool in tools:
-            if tool.get("type") == "function" and "function" in tool:
-                function = tool["function"]
-                mapped = {"name": function["name"]}
-                if function.get("description"):
-                    mapped["description"] = function["description"]
-                mapped["input_schema"] = function.get("parameters") or dict(_EMPTY_SCHEMA)
-                out.append(mapped)
-            else:
-                out.append(dict(tool))
-    return out
 
 
 # --------------------------------------------------------------------------- responses

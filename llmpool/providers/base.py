@@ -36,6 +36,7 @@ from llmpool.models import (
     Embeddings,
     Request,
 )
+from llmpool.params import NO_PARAMS, CallParams
 from llmpool.providers.parsing import (
     SHAPE_ERRORS,
     as_dict,
@@ -218,13 +219,11 @@ class Provider(abc.ABC):
         messages: Sequence[MessageLike],
         *,
         stream: bool = False,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        params: CallParams = NO_PARAMS,
     ) -> Request:
-        """The request for a chat completion; *messages* are OpenAI-style."""
+        """The request for a chat completion; *messages* are OpenAI-style and
+        *params* (:class:`~llmpool.params.CallParams`) the generation
+        parameters, each mapped to this API or refused with ConfigError."""
 
     @abc.abstractmethod
     def parse_chat(self, body: bytes, *, request_id: str | None) -> ChatCompletion:
@@ -240,10 +239,7 @@ class Provider(abc.ABC):
         prompt: str,
         *,
         stream: bool = False,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        params: CallParams = NO_PARAMS,
     ) -> Request:
         """The request for a legacy text completion (unsupported by default)."""
         self.unsupported("text completions")

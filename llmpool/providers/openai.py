@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmpool.exceptions import ConfigError
 from llmpool.models import ChatChunk, ChatCompletion, Choice, Embeddings, Message, Request
+from llmpool.params import NO_PARAMS, CallParams
 from llmpool.providers.base import Provider
 from llmpool.providers.parsing import (
     SHAPE_ERRORS,
@@ -89,21 +90,18 @@ class OpenAIProvider(Provider):
         messages: Sequence[MessageLike],
         *,
         stream: bool = False,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        params: CallParams = NO_PARAMS,
     ) -> Request:
-        """``POST /chat/completions``; a stream asks for the final usage chunk."""
+        """``POST /chat/completions``; a stream asks for the final usage chunk.
+        Every parameter goes by its own name."""
         payload: dict[str, Any] = {
             "model": check_model(model),
             "messages": normalise_messages(messages),
         }
-        if tools is not None:
-            payload["tools"] = [dict(tool) for tool in tools]
-        _sampling(payload, stream, temperature, max_tokens, stop)
-        return self.post("/chat/completions", with_extra(payload, extra_body), stream=stream)
+        if params.tools is not None:
+            payload["tools"] = [dict(tool) for tool in params.tools]
+        _sampling(payload, stream, params, _CHAT_FIELDS)
+        return self.post("/chat/completions", with_extra(payload, params.extra_body), stream=stream)
 
     def parse_chat(self, body: bytes, *, request_id: str | None) -> ChatCompletion:
         """A ChatCompletion from an OpenAI ``chat.completion`` object."""
@@ -121,17 +119,18 @@ class OpenAIProvider(Provider):
         prompt: str,
         *,
         stream: bool = False,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        params: CallParams = NO_PARAMS,
     ) -> Request:
-        """``POST /completions`` (the legacy text completion endpoint)."""
+        """``POST /completions`` (the legacy text completion endpoint); tools,
+        ``tool_choice`` and ``response_format`` do not apply there."""
         if not isinstance(prompt, str):
             raise ConfigError("prompt must be a string", key="prompt")
+        for name in ("tools", "tool_choice", "response_format"):
+            if getattr(params, name) is not None:
+                raise ConfigError(f"{name} does not apply to text completions", key=name)
         payload: dict[str, Any] = {"model": check_model(model), "prompt": prompt}
-        _sampling(payload, stream, temperature, max_tokens, stop)
-        return self.post("/completions", with_extra(payload, extra_body), stream=stream)
+        _sampling(payload, stream, params, _COMPLETE_FIELDS)
+        return self.post("/completions", with_extra(payload, params.extra_body), stream=stream)
 
     def parse_complete(self, body: bytes, *, request_id: str | None) -> ChatCompletion:
         """A ChatCompletion whose message content is each choice's ``text``."""
@@ -178,21 +177,24 @@ class OpenAIProvider(Provider):
 # --------------------------------------------------------------------------- parsing
 
 
+#: CallParams fields sent under their own name, besides stop and tools.
+_COMPLETE_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "user")
+_CHAT_FIELDS = (*_COMPLETE_FIELDS, "tool_choice", "response_format")
+
+
 def _sampling(
-    payload: dict[str, Any],
-    stream: bool,
-    temperature: float | None,
-    max_tokens: int | None,
-    stop: str | Sequence[str] | None,
+    payload: dict[str, Any], stream: bool, params: CallParams, fields: tuple[str, ...]
 ) -> None:
     if stream:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
-    if temperature is not None:
-        payload["temperature"] = temperature
-    if max_tokens is not None:
-        payload["max_tokens"] = max_tokens
-    stops = stop_list(stop)
+    if params is NO_PARAMS:
+        return
+    for name in fields:
+        value = getattr(params, name)
+        if value is not None:
+            payload[name] = value
+    stops = stop_list(params.stop)
     if stops is not None:
         payload["stop"] = stops
 

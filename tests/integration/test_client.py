@@ -518,3 +518,23 @@ def test_client_works_in_a_forked_child_even_if_a_lock_was_held(
         holder.join()
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_every_call_parameter_reaches_the_server(
+    client: llmpool.Client, mock_server: MockLLMServer
+) -> None:
+    """chat(top_p=, seed=, user=, tool_choice=, response_format=) lands in the JSON body."""
+    client.chat(
+        "m",
+        HI,
+        top_p=0.5,
+        seed=7,
+        user="u-9",
+        tool_choice="none",
+        response_format={"type": "json_object"},
+    )
+    sent = mock_server.requests[-1].json
+    assert (sent["top_p"], sent["seed"], sent["user"]) == (0.5, 7, "u-9")
+    assert sent["tool_choice"] == "none" and sent["response_format"] == {"type": "json_object"}
+    with pytest.raises(TypeError, match="temprature"):
+        client.chat("m", HI, temprature=0.2)  # type: ignore[call-overload]

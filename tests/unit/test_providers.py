@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 
 from llmpool import exceptions as exc
 from llmpool.models import ChatChunk, ChatCompletion, Request
+from llmpool.params import NO_PARAMS, CallParams
 from llmpool.providers import Provider, StreamParser, available_providers, load_provider
 from llmpool.providers.anthropic import AnthropicProvider
 from llmpool.providers.base import MessageLike, merge_headers
@@ -40,11 +41,7 @@ class EchoProvider(Provider):
         messages: Sequence[MessageLike],
         *,
         stream: bool = False,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        params: CallParams = NO_PARAMS,
     ) -> Request:
         return self.post("/echo", {"model": model, "messages": list(messages)}, stream=stream)
 
@@ -206,7 +203,7 @@ def test_one_provider_serves_many_threads() -> None:
         req = provider.build_chat(
             f"m{i}",
             [{"role": "system", "content": f"s{i}"}, {"role": "user", "content": str(i)}],
-            max_tokens=i + 1,
+            params=CallParams(max_tokens=i + 1),
         )
         return i, json.loads(req.body or b"")
 

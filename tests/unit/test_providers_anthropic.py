@@ -8,6 +8,7 @@ import pytest
 
 from llmpool import exceptions as exc
 from llmpool.models import ChatChunk, Message, ToolCall, Usage
+from llmpool.params import CallParams
 from llmpool.providers.anthropic import AnthropicProvider, AnthropicStreamParser
 from llmpool.streaming import SSEDecoder
 
@@ -229,8 +230,7 @@ def test_build_chat_maps_system_stop_and_default_max_tokens(provider: AnthropicP
             {"role": "user", "content": "Hi"},
             {"role": "system", "content": "Answer in French."},
         ],
-        stop="END",
-        temperature=0.5,
+        params=CallParams(stop="END", temperature=0.5),
     )
     assert (req.method, req.path) == ("POST", "/messages")
     assert req.payload == {
@@ -248,9 +248,8 @@ def test_build_chat_explicit_max_tokens_stream_and_extra_body(provider: Anthropi
     req = provider.build_chat(
         "c",
         [{"role": "user", "content": "Hi"}],
-        max_tokens=10,
         stream=True,
-        extra_body={"top_k": 5, "tool_choice": {"type": "auto"}},
+        params=CallParams(max_tokens=10, extra_body={"top_k": 5, "tool_choice": {"type": "auto"}}),
     )
     assert req.payload is not None
     assert req.payload["max_tokens"] == 10
@@ -301,7 +300,7 @@ def test_tools_and_tool_round_trip_mapping(provider: AnthropicProvider) -> None:
             {"role": "tool", "tool_call_id": "toolu_2", "content": "done"},
             {"role": "user", "content": "Thanks"},
         ],
-        tools=tools,
+        params=CallParams(tools=tools),
     )
     assert req.payload is not None
     assert req.payload["tools"] == [
@@ -390,7 +389,9 @@ def test_unmappable_tools_raise_config_error(provider: AnthropicProvider) -> Non
     """An OpenAI tool without a name raises ConfigError."""
     with pytest.raises(exc.ConfigError) as info:
         provider.build_chat(
-            "c", [{"role": "user", "content": "x"}], tools=[{"type": "function", "function": {}}]
+            "c",
+            [{"role": "user", "content": "x"}],
+            params=CallParams(tools=[{"type": "function", "function": {}}]),
         )
     assert info.value.key == "tools"
 

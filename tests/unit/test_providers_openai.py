@@ -10,6 +10,7 @@ import pytest
 
 from llmpool import exceptions as exc
 from llmpool.models import ChatChunk, Message, ToolCall, Usage
+from llmpool.params import CallParams
 from llmpool.providers.openai import OpenAIProvider
 from llmpool.streaming import SSEDecoder
 
@@ -161,11 +162,13 @@ def test_build_chat_payload(provider: OpenAIProvider) -> None:
     req = provider.build_chat(
         "gpt-4o",
         [{"role": "user", "content": "hi"}],
-        temperature=0.2,
-        max_tokens=50,
-        stop="END",
-        tools=tools,
-        extra_body={"seed": 7, "temperature": 0.3},
+        params=CallParams(
+            temperature=0.2,
+            max_tokens=50,
+            stop="END",
+            tools=tools,
+            extra_body={"seed": 7, "temperature": 0.3},
+        ),
     )
     assert (req.method, req.path, req.stream) == ("POST", "/chat/completions", False)
     assert req.payload == {
@@ -237,7 +240,9 @@ def test_build_chat_rejects_bad_arguments(
 
 def test_build_complete_and_embed_and_models(provider: OpenAIProvider) -> None:
     """Completions, embeddings and models have their paths and payloads."""
-    req = provider.build_complete("davinci", "Once", max_tokens=5, stream=True, stop=["\n"])
+    req = provider.build_complete(
+        "davinci", "Once", stream=True, params=CallParams(max_tokens=5, stop=["\n"])
+    )
     assert req.path == "/completions"
     assert req.payload == {
         "model": "davinci",
