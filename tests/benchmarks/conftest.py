@@ -1,14 +1,22 @@
-"""Benchmark helpers: a mock server, a TLS variant with a throwaway CA, thread runners."""
+"""Benchmark helpers: a mock server, a TLS variant with a throwaway CA, a fast canned
+server in its own process, thread runners."""
 
 from __future__ import annotations
 
+import importlib.util
+import socket
 import ssl
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import attrs
 import pytest
 
 from llmpool.testing import MockLLMServer
@@ -39,6 +47,65 @@ def https_server(tls_files: tuple[ssl.SSLContext, str]) -> Iterator[MockLLMServe
     """The same mock server over TLS (its CA file is in ``tls_files``)."""
     with MockLLMServer(max_recorded=16, ssl_context=tls_files[0]) as server:
         yield server
+
+
+CANNED_SERVER_SCRIPT = Path(__file__).parent / "scripts" / "canned_server.py"
+
+
+def load_canned_server_module() -> ModuleType:
+    """``scripts/canned_server.py`` as a module (its canned text and answers)."""
+    spec = importlib.util.spec_from_file_location("canned_server", CANNED_SERVER_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@attrs.frozen
+class CannedServer:
+    """A running ``scripts/canned_server.py`` process."""
+
+    base_url: str  # http://127.0.0.1:PORT/v1
+    pid: int
+    text: str  # the content of every answer, streamed or not
+
+    def url(self, path: str) -> str:
+        return self.base_url.rsplit("/v1", 1)[0] + path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def canned_server() -> Iterator[CannedServer]:
+    """The canned server (epoll mode) in its own process on a free port, ready
+    when it accepts a connection; terminated at the end of the session."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(CANNED_SERVER_SCRIPT), "--port", str(port), "--mode", "epoll"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the canned server did not start") from None
+                time.sleep(0.02)
+        text = load_canned_server_module().TEXT
+        yield CannedServer(base_url=f"http://127.0.0.1:{port}/v1", pid=process.pid, text=text)
+    finally:
+        process.kill()
+        process.wait(10)
+        if process.stdin is not None:
+            process.stdin.close()
 
 
 def in_threads(
