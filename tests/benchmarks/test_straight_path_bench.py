@@ -152,6 +152,8 @@ def _measure(
     started = time.process_time()
     benchmark.pedantic(run, setup=interleaved, rounds=rounds, warmup_rounds=warmup)
     cpu = time.process_time() - started - interleaved.cpu
+    if benchmark.stats is None:  # --benchmark-disable: the call ran once, nothing to record
+        return
     _record(benchmark, name, cpu / (rounds + warmup) / calls * 1e6, calls, interleaved)
 
 
