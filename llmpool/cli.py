@@ -326,21 +326,19 @@ def _run_check_config(args: argparse.Namespace) -> int:
 def _build_client_once(config: Any) -> tuple[str, ...]:
     """Build (and close) the client ``Client.from_config`` would build, so
     check-config refuses whatever it refuses; return the header names the
-    provider declares secret. Without a base URL a placeholder stands in."""
-    import attrs
-
+    provider declares secret. Without a base URL the client takes the
+    provider's (its environment variable, then its default)."""
     from llmpool.client import Client
+    from llmpool.redaction import redact_url
 
-    if not config.client.base_url:
-        print(
-            "llmpool check-config: note: client.base_url is not set; give it in the file, "
-            "LLMPOOL_BASE_URL or --base-url (the rest is checked with a placeholder)",
-            file=sys.stderr,
-        )
-        placeholder = attrs.evolve(config.client, base_url="http://127.0.0.1/v1")
-        config = attrs.evolve(config, client=placeholder)
     with Client.from_config(config) as client:  # plugins.strict included
         declared = client.provider.secret_headers
+        if not config.client.base_url:
+            print(
+                "llmpool check-config: note: client.base_url is not set; calls go to "
+                f"{redact_url(client.base_url)} (the provider's environment variable or default)",
+                file=sys.stderr,
+            )
     return tuple(declared)
 
 

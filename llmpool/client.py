@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -76,7 +77,7 @@ class Client(RequestPath):
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
         api_key: str | None = None,
         *,
         provider: str | Provider | type[Provider] = "openai",
@@ -103,12 +104,14 @@ class Client(RequestPath):
                 key="transport",
                 value=transport,
             )
-        self.base_url, self._url_prefix, self._url_query = parse_base_url(base_url)
         self._provider = load_provider(
             provider,
             api_key=api_key,
             default_headers=default_headers,
             **dict(provider_options or {}),
+        )
+        self.base_url, self._url_prefix, self._url_query = parse_base_url(
+            _resolve_base_url(base_url, self._provider), self._provider.api_path
         )
         self._options = ClientOptions(
             timeout=timeout,
@@ -389,6 +392,23 @@ class Client(RequestPath):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _resolve_base_url(base_url: str | None, provider: Provider) -> str:
+    """*base_url*, else the provider's environment variable (``OPENAI_BASE_URL``,
+    ``ANTHROPIC_BASE_URL``), else the provider's default, as the SDKs do."""
+    if base_url is not None:
+        return base_url
+    env = provider.base_url_env
+    if env and os.environ.get(env):
+        return os.environ[env]
+    if provider.default_base_url:
+        return provider.default_base_url
+    raise ConfigError(
+        f"base_url is required: the {provider.name!r} provider has no default "
+        + (f"and {env} is not set" if env else "base URL"),
+        key="base_url",
+    )
 
 
 def _make_pool(pool: Any) -> tuple[Transport, bool]:

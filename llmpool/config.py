@@ -243,10 +243,6 @@ class ClientConfig:
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~llmpool.Client`."""
         c = self.client
-        if not c.base_url:
-            raise ConfigError(
-                "client.base_url is required", key="client.base_url", file=self.source
-            )
         return {
             "base_url": c.base_url,
             "api_key": c.api_key,

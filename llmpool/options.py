@@ -12,6 +12,7 @@ Values and pure functions; thread-safe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,10 +90,14 @@ def check_option(name: str, value: Any) -> Any:
     return value
 
 
-def parse_base_url(base_url: Any) -> tuple[str, str, str]:
+def parse_base_url(
+    base_url: Any, api_path: Callable[[str], str] | None = None
+) -> tuple[str, str, str]:
     """``(base_url, prefix, query)``: the URL as shown (scheme in lower case, no
     trailing slash), what request paths are appended to, and a query string
-    that every request keeps (``?api-version=...``).
+    that every request keeps (``?api-version=...``). *api_path* (the
+    provider's ``api_path``) may complete the URL's path, as Anthropic adds
+    ``/v1`` to a base URL given without it.
 
     Refuses what cannot work: not http(s), no host, a bad port, a fragment,
     and credentials in the URL (they would be shown in every error and
@@ -128,6 +133,9 @@ def parse_base_url(base_url: Any) -> tuple[str, str, str]:
         raise refuse("has a #fragment, which HTTP never sends")
     if port == 0:
         raise refuse("has port 0")
-    prefix = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    path = parts.path.rstrip("/")
+    if api_path is not None:
+        path = api_path(path)
+    prefix = f"{scheme}://{parts.netloc}{path}"
     shown_url = prefix + (f"?{parts.query}" if parts.query else "")
     return shown_url, prefix, parts.query

@@ -52,6 +52,8 @@ def least_squares_slope(points: Sequence[tuple[float, float]]) -> float:
     if len(points) < 2:
         return 0.0
     times = [t for t, _ in points]
+    if min(times) == max(times):  # the stdlib may see rounding noise as variance here
+        return 0.0
     values = [v for _, v in points]
     try:
         return statistics.linear_regression(times, values).slope

@@ -72,6 +72,7 @@ class AnthropicProvider(Provider):
 
     name: ClassVar[str] = "anthropic"
     default_base_url: ClassVar[str | None] = "https://api.anthropic.com/v1"
+    base_url_env: ClassVar[str | None] = "ANTHROPIC_BASE_URL"
     request_id_headers: ClassVar[tuple[str, ...]] = ("request-id", "x-request-id")
     secret_headers: ClassVar[frozenset[str]] = frozenset({"x-api-key"})
 
@@ -114,6 +115,11 @@ class AnthropicProvider(Provider):
         if self._beta:
             headers["anthropic-beta"] = ",".join(self._beta)
         return headers
+
+    def api_path(self, path: str) -> str:
+        """The Anthropic SDK's base URL has no ``/v1`` (``https://api.anthropic.com``);
+        llmpool's has it. Both work: ``/v1`` is added when the path lacks it."""
+        return path if path.endswith("/v1") else path + "/v1"
 
     def build_chat(
         self,

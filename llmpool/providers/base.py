@@ -115,6 +115,9 @@ class Provider(abc.ABC):
     name: ClassVar[str] = "provider"
     #: The base URL (with its ``/v1``) used when the client is given none.
     default_base_url: ClassVar[str | None] = None
+    #: The environment variable that names the base URL when none is given
+    #: (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``).
+    base_url_env: ClassVar[str | None] = None
     #: Response headers that carry the server's request id, in order.
     request_id_headers: ClassVar[tuple[str, ...]] = ("x-request-id", "request-id")
     #: The provider's own credential headers (lower case), beyond
@@ -152,6 +155,12 @@ class Provider(abc.ABC):
     def api_key(self) -> str | None:
         """The API key (never shown by ``repr``)."""
         return self._api_key
+
+    def api_path(self, path: str) -> str:
+        """The path of the API root for a base URL whose path is *path* (no
+        trailing slash). The default keeps it: the base URL names the root,
+        version included."""
+        return path
 
     def __repr__(self) -> str:
         key = "'***'" if self._api_key else "None"

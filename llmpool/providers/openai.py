@@ -53,6 +53,7 @@ class OpenAIProvider(Provider):
 
     name: ClassVar[str] = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
+    base_url_env: ClassVar[str | None] = "OPENAI_BASE_URL"
     secret_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
 
     def __init__(

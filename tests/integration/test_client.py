@@ -538,3 +538,25 @@ def test_every_call_parameter_reaches_the_server(
     assert sent["tool_choice"] == "none" and sent["response_format"] == {"type": "json_object"}
     with pytest.raises(TypeError, match="temprature"):
         client.chat("m", HI, temprature=0.2)  # type: ignore[call-overload]
+
+
+def test_anthropic_base_url_with_or_without_v1(mock_server: MockLLMServer) -> None:
+    """The Anthropic SDK's base URL (no /v1) and llmpool's (with /v1) both reach /v1/messages."""
+    for base in (mock_server.origin, mock_server.origin + "/v1"):
+        with llmpool.Client(base, api_key=KEY, provider="anthropic") as c:
+            assert c.chat("m", HI).text
+            assert c.base_url == mock_server.origin + "/v1"
+        assert mock_server.requests[-1].path == "/v1/messages"
+
+
+def test_base_url_from_the_providers_environment_variable(
+    mock_server: MockLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without base_url, ANTHROPIC_BASE_URL (for anthropic) names the server."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", mock_server.origin)
+    with llmpool.Client(api_key=KEY, provider="anthropic") as c:
+        assert c.chat("m", HI).text
+        assert c.base_url == mock_server.origin + "/v1"
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with llmpool.Client(api_key=KEY) as c:
+        assert c.base_url == "https://api.openai.com/v1"

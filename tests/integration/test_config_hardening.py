@@ -102,7 +102,7 @@ def test_check_config_refuses_what_from_config_refuses(tmp_path: Path, client: s
 
 
 def test_check_config_without_base_url_still_validates(tmp_path: Path) -> None:
-    """A file without base_url is checked as far as it goes, and says base_url is missing."""
+    """A file without base_url is checked whole, and says which base URL calls go to."""
     path = write(tmp_path, "client: {provider: no-such-provider}\n")
     result = run("check-config", str(path))
     assert result.returncode == 1
@@ -110,7 +110,7 @@ def test_check_config_without_base_url_still_validates(tmp_path: Path) -> None:
     path = write(tmp_path, "client: {provider: anthropic}\n")
     result = run("check-config", str(path))
     assert result.returncode == 0, result.stderr
-    assert "client.base_url is not set" in result.stderr
+    assert "client.base_url is not set; calls go to https://api.anthropic.com/v1" in result.stderr
 
 
 # --------------------------------------------------------------------------- passwords in URLs

@@ -28,7 +28,7 @@ def _every_key(tmp_path: Path) -> dict[str, Any]:
     (plugin_dir / "from_dir.py").chmod(0o600)
     return {
         "client": {
-            "base_url": "http://127.0.0.1:9/v2",
+            "base_url": "http://127.0.0.1:9/proxy/v1",
             "api_key": "sk-test-0123456789",
             "api_key_env": "NOT_READ_WHEN_A_KEY_IS_GIVEN",
             "provider": "anthropic",
@@ -120,7 +120,7 @@ def test_every_key_reaches_the_client(tmp_path: Path) -> None:
     with llmpool.Client.from_config(config) as client:
         assert client.options == config.client.options()
         assert client.options.retry.max_attempts == 5
-        assert client.base_url == "http://127.0.0.1:9/v2"
+        assert client.base_url == "http://127.0.0.1:9/proxy/v1"
         assert client.provider.name == "anthropic"
         assert client.provider.api_key == "sk-test-0123456789"
         assert client.provider.headers()["X-Team"] == "blue"

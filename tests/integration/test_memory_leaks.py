@@ -188,4 +188,4 @@ def test_the_budget_catches_a_leak_of_89_bytes_per_call(
     growth, _ = measure()
     assert len(kept) == WARMUP_CALLS + MEASURED_CALLS
     assert growth.bytes > BUDGET, growth.explain()
-    assert os.path.join("llmpool", "client.py") in growth.top[0], growth.explain()
+    assert os.path.join("llmpool", "request_path.py") in growth.top[0], growth.explain()

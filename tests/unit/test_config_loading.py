@@ -180,7 +180,11 @@ def test_client_from_config_builds_a_working_client(tmp_path: Path) -> None:
         client.close()
 
 
-def test_missing_base_url_is_reported() -> None:
-    """Building a client from a config without base_url names the key."""
-    with pytest.raises(ConfigError, match=r"client\.base_url"):
-        llmpool.Client.from_config({"connection_pool": {"max_connections": 2}})
+def test_missing_base_url_takes_the_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without base_url the client takes OPENAI_BASE_URL, else the provider's default."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with llmpool.Client.from_config({"connection_pool": {"max_connections": 2}}) as client:
+        assert client.base_url == "https://api.openai.com/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    with llmpool.Client.from_config({}) as client:
+        assert client.base_url == "http://127.0.0.1:8000/v1"
