@@ -111,7 +111,13 @@ class UnprocessableEntityError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: too many requests. Retryable after ``retry_after`` seconds."""
+    """429: the *server* said too many requests. Retryable after
+    ``retry_after`` seconds (from ``Retry-After``; the retry loop honours it).
+
+    Not to be confused with :class:`~llmpool.exceptions.RateLimitExceeded`,
+    which is llmpool's own ``ratelimit`` plugin giving up on its local wait
+    before any request was sent.
+    """
 
     retryable = True
 

@@ -249,7 +249,9 @@ class MemoryPressureError(LLMPoolError):
 class RateLimitExceeded(LLMPoolError):
     """The ``ratelimit`` plugin waited ``timeout`` seconds without a free token.
 
-    Attributes: ``model``, ``waited``. Retry later.
+    This is llmpool's own client-side limiter: no request reached the server.
+    Not to be confused with :class:`RateLimitError`, the server's HTTP 429
+    answer. Attributes: ``model``, ``waited``. Retry later.
     """
 
     retryable = True

@@ -54,3 +54,29 @@ def test_py_typed_marker_is_installed() -> None:
     assert any(str(f).endswith("llmpool/py.typed") for f in files) or (
         __import__("pathlib").Path(llmpool.__file__).with_name("py.typed").exists()
     )
+
+
+def test_every_public_exception_is_exported_from_llmpool() -> None:
+    """llmpool.__all__ holds every name of llmpool.exceptions.__all__, as the same objects."""
+    import llmpool.exceptions as exc
+
+    missing = set(exc.__all__) - set(llmpool.__all__)
+    assert not missing, sorted(missing)
+    for name in exc.__all__:
+        assert getattr(llmpool, name) is getattr(exc, name), name
+
+
+def test_call_params_is_exported_from_llmpool() -> None:
+    """CallParams, the value carrying a call's generation parameters, is importable from llmpool."""
+    from llmpool.params import CallParams
+
+    assert "CallParams" in llmpool.__all__
+    assert llmpool.CallParams is CallParams
+
+
+def test_rate_limit_homonyms_say_which_is_which() -> None:
+    """RateLimitError (HTTP 429) and RateLimitExceeded (the plugin's wait) each name the other."""
+    assert "RateLimitExceeded" in (llmpool.RateLimitError.__doc__ or "")
+    assert "429" in (llmpool.RateLimitError.__doc__ or "")
+    assert "RateLimitError" in (llmpool.RateLimitExceeded.__doc__ or "")
+    assert "ratelimit" in (llmpool.RateLimitExceeded.__doc__ or "")
