@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.interfaces import IConnectionPool
-from llmpool.pool.transport import Response
+from llmpool.pool.response import Response
 
 __all__ = ["ConnectionPool", "IConnectionPool", "Response"]

@@ -22,9 +22,9 @@ import requests.adapters
 
 from llmpool.exceptions import LLMPoolError, TransportError
 from llmpool.pool.connection_pool import ConnectionPool
+from llmpool.pool.response import Response
 from llmpool.pool.transport import (
     DeadlineTimeout,
-    Response,
     check_deadline,
     describe_error,
     map_error,

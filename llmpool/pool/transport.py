@@ -22,31 +22,29 @@ thread that made it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import http.client
-import io
 import logging
 import queue as queues
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, BinaryIO, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import urllib3
 from urllib3 import exceptions as u3
-from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from llmpool import exceptions as errors
 from llmpool.config import PoolConfig
+from llmpool.pool import connections
+from llmpool.pool.connections import TrackedHTTPConnection, TrackedHTTPSConnection
 from llmpool.pool.stats import HostStats
 from llmpool.redaction import redact_url
 
 __all__ = [
     "NO_RETRY",
     "DeadlineTimeout",
-    "Response",
     "check_deadline",
     "describe_error",
     "make_pool_manager",
@@ -59,177 +57,11 @@ log = logging.getLogger(__name__)
 #: urllib3 never retries or redirects on its own: llmpool's policy decides.
 NO_RETRY = Retry(total=False, redirect=False, raise_on_redirect=False)
 
-_now = time.monotonic
-
 
 def now() -> float:
-    """The transport's monotonic clock (one clock for ages, idle times and leaks)."""
-    return _now()
-
-
-# --------------------------------------------------------------------------- connections
-
-#: The clock of call deadlines (absolute ``time.monotonic()`` instants; not
-#: the transport's patchable ``_now``, which tests move by hand).
-_deadline_clock = time.monotonic
-
-#: Informational (1xx) replies skipped before one final reply, at most.
-_MAX_INTERIM = 32
-
-#: The largest piece of a body read (and decoded) at a time.
-_CHUNK = 65536
-
-
-class _ReadBudget:
-    """What bounds the reads of a connection's current exchange.
-
-    ``deadline`` is an absolute ``time.monotonic()`` instant (None: none),
-    set when the exchange starts and cleared when the connection goes back
-    to the pool; ``read_timeout`` is the exchange's per-read timeout.
-    Confined to the thread holding the connection.
-    """
-
-    __slots__ = ("deadline", "read_timeout")
-
-    def __init__(self) -> None:
-        self.deadline: float | None = None
-        self.read_timeout: float | None = None
-
-
-class _DeadlineSocketIO(socket.SocketIO):
-    """The raw reader under a response: each ``recv_into`` waits at most
-    min(read timeout, time left before the deadline), and fails at once with
-    ``socket.timeout`` once the deadline has passed."""
-
-    def __init__(self, sock: socket.socket, budget: _ReadBudget) -> None:
-        super().__init__(sock, "rb")
-        self._llm_sock = sock
-        self._llm_budget = budget
-
-    def readinto(self, b: Any) -> int | None:
-        budget = self._llm_budget
-        deadline = budget.deadline
-        if deadline is not None:
-            left = deadline - _deadline_clock()
-            if left <= 0:
-                raise TimeoutError("the call's deadline has passed")
-            limit = budget.read_timeout
-            self._llm_sock.settimeout(left if limit is None or left < limit else limit)
-        return super().readinto(b)
-
-
-class _SocketFile:
-    """Hands ``http.client.HTTPResponse.__init__`` a deadline-aware file for *sock*."""
-
-    __slots__ = ("budget", "sock")
-
-    def __init__(self, sock: Any, budget: _ReadBudget) -> None:
-        self.sock = sock
-        self.budget = budget
-
-    def makefile(self, mode: str) -> BinaryIO:
-        sock = self.sock
-        if not isinstance(sock, socket.socket):  # e.g. TLS in TLS: no deadline per read
-            return sock.makefile(mode)  # type: ignore[no-any-return]
-        raw = _DeadlineSocketIO(sock, self.budget)
-        sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does
-        return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
-
-
-class _FinalResponse(http.client.HTTPResponse):
-    """An ``http.client`` response that skips every informational (1xx) reply.
-
-    ``http.client`` skips only ``100 Continue``: a ``103 Early Hints`` would be
-    taken as the final reply (with no body) and the real one left unread on a
-    kept-alive socket, to be read as the *next* request's answer. A ``101``
-    is final, and its connection is never reused.
-    """
-
-    def __init__(
-        self,
-        sock: Any,
-        debuglevel: int = 0,
-        method: str | None = None,
-        url: str | None = None,
-        *,
-        budget: _ReadBudget,
-    ) -> None:
-        super().__init__(_SocketFile(sock, budget), debuglevel, method, url)  # type: ignore[arg-type]
-
-    def _read_status(self) -> tuple[str, int, str]:
-        for _ in range(_MAX_INTERIM + 1):  # the interim replies, then the final one
-            version, status, reason = super()._read_status()  # type: ignore[misc]
-            if not 100 <= status < 200 or status == 101:
-                return version, status, reason
-            _skip_header_block(self.fp)
-        raise http.client.HTTPException(f"more than {_MAX_INTERIM} informational replies")
-
-    def begin(self) -> None:
-        super().begin()
-        if self.status == 101:  # the peer now speaks another protocol
-            self.will_close = True
-
-
-def _skip_header_block(fp: Any) -> None:
-    """Read the header lines of an informational reply, up to the blank line."""
-    for _ in range(101):  # http.client's own limit: 100 header lines
-        line = fp.readline(65537)
-        if len(line) > 65536:
-            raise http.client.LineTooLong("header line")
-        if line in (b"\r\n", b"\n", b""):
-            return
-    raise http.client.HTTPException("got more than 100 headers")
-
-
-class _TrackedConnection:
-    """Mixin for urllib3 connections: opening time, requests served, stats,
-    1xx skipping and deadline-bounded reads."""
-
-    llm_stats: HostStats | None = None
-    llm_opened = 0.0
-    llm_last_used = 0.0
-    llm_served = 0
-    llm_responded = False  # a status line arrived in the current exchange
-    llm_leak_warned = False
-    llm_response: Any = None  # the response of the current exchange, until returned
-    llm_budget: _ReadBudget
-    timeout: Any
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        budget = self.llm_budget = _ReadBudget()
-        # http.client builds each response with self.response_class(sock, method=...):
-        # this connection's responses skip 1xx replies and read within its budget.
-        self.__dict__["response_class"] = functools.partial(_FinalResponse, budget=budget)
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        self.llm_opened = self.llm_last_used = _now()
-        self.llm_served = 0
-        self.llm_leak_warned = False
-        if self.llm_stats is not None:
-            self.llm_stats.count("connections_created")
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)  # type: ignore[misc]
-        self.llm_served += 1
-
-    def getresponse(self) -> Any:
-        # urllib3 has just set self.timeout to this exchange's read timeout.
-        timeout = self.timeout
-        self.llm_budget.read_timeout = timeout if isinstance(timeout, (int, float)) else None
-        response = super().getresponse()  # type: ignore[misc]
-        self.llm_responded = True
-        self.llm_response = response
-        return response
-
-
-class TrackedHTTPConnection(_TrackedConnection, HTTPConnection):
-    """An HTTP connection that records its age and use."""
-
-
-class TrackedHTTPSConnection(_TrackedConnection, HTTPSConnection):
-    """An HTTPS connection that records its age and use."""
+    """The transport's monotonic clock (one clock for ages, idle times and leaks:
+    ``llmpool.pool.connections._now``, which tests move by hand)."""
+    return connections._now()
 
 
 # --------------------------------------------------------------------------- host pools
@@ -299,7 +131,7 @@ class _TrackedPool:
         stats = self.llm_stats
         if timeout is None:
             timeout = self.llm_config.effective_pool_timeout
-        started = _now()
+        started = connections._now()
         stats.wait_started()
         try:
             queue = self.pool
@@ -316,7 +148,7 @@ class _TrackedPool:
         except BaseException:
             stats.checkout_failed()
             raise
-        now = _now()
+        now = connections._now()
         if conn is not None and conn.sock is not None:
             self._check_idle(conn, now)
         if conn is None:
@@ -345,7 +177,7 @@ class _TrackedPool:
             # _make_request (or _prepare_proxy) already counted it returned.
             pass
         else:
-            conn.llm_last_used = _now()
+            conn.llm_last_used = connections._now()
             conn.llm_budget.deadline = None
             response, conn.llm_response = conn.llm_response, None
             stats.returned(conn)
@@ -453,7 +285,7 @@ class _TrackedPool:
         """
         kwargs["retries"] = NO_RETRY
         kwargs["redirect"] = False
-        started = _now()
+        started = connections._now()
         try:
             try:
                 response = _base_urlopen(self, method, url, body, headers, **kwargs)
@@ -472,7 +304,9 @@ class _TrackedPool:
         except BaseException as exc:
             self.llm_stats.exchange_done(ok=False, reused=_exchange_of(exc)[0], latency=None)
             raise
-        self.llm_stats.exchange_done(ok=True, reused=response.llm_reused, latency=_now() - started)
+        self.llm_stats.exchange_done(
+            ok=True, reused=response.llm_reused, latency=connections._now() - started
+        )
         return response
 
 
@@ -647,7 +481,7 @@ def check_deadline(deadline: float, url: str) -> float:
     """Seconds left before *deadline* (a ``time.monotonic()`` instant); raise
     :class:`~llmpool.exceptions.ReadTimeout` when it has passed, so nothing
     is sent whose answer could no longer be read."""
-    left = deadline - _deadline_clock()
+    left = deadline - time.monotonic()
     if left <= 0:
         shown = redact_url(url)
         raise errors.ReadTimeout(
@@ -673,179 +507,3 @@ class DeadlineTimeout(urllib3.Timeout):
             read=self._read,  # type: ignore[arg-type]
             deadline=self.llm_deadline,
         )
-
-
-# --------------------------------------------------------------------------- responses
-
-
-class Response:
-    """A raw HTTP response from the pool.
-
-    Confined to the thread that made it. Its connection goes back to the pool
-    when the body has been read to the end, or on :meth:`close` (which closes
-    the connection when the body was not read to the end, so a half-read
-    socket is never reused). Use it as a context manager.
-
-    Bodies are decoded (gzip, deflate...) as they are read, at most 64 KiB
-    at a time: size limits apply to the decoded bytes. Every read is bounded
-    by the exchange's deadline, when it has one. :attr:`url` is the request's
-    URL with any password and credential-like query parameter masked.
-    """
-
-    __slots__ = ("_content", "_raw", "_released", "_url", "connection_reused", "headers", "status")
-
-    def __init__(self, raw: Any, url: str, reused: bool) -> None:
-        self._raw = raw
-        self._released = False
-        self._content: bytes | None = None
-        self.status: int = raw.status
-        self.headers: Mapping[str, str] = raw.headers
-        self._url = url
-        self.connection_reused = reused
-
-    @property
-    def url(self) -> str:
-        """The request's URL, fit to show (password and secret parameters masked)."""
-        return redact_url(self._url)
-
-    def header(self, name: str) -> str | None:
-        """A header's value (case-insensitive), or None."""
-        return self.headers.get(name)
-
-    def read(self, max_bytes: int | None = None) -> bytes:
-        """Read the whole body and give the connection back.
-
-        Raises :class:`~llmpool.exceptions.ResponseTooLarge` (and closes the
-        connection) when the decoded body exceeds *max_bytes*; a compressed
-        body is decoded 64 KiB at a time, so it is refused before it is
-        inflated. A second call returns the same bytes.
-        """
-        if self._content is not None:
-            return self._content
-        raw = self._raw
-        length = raw.length_remaining
-        if (
-            length is not None
-            and (max_bytes is None or length <= max_bytes)
-            and _identity(self.headers)
-        ):
-            return self._read_known()
-        parts: list[bytes] = []
-        size = 0
-        try:
-            while True:
-                chunk = raw.read(_CHUNK, decode_content=True)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    parts.clear()
-                    self._discard()
-                    raise errors.ResponseTooLarge(
-                        f"response body exceeded max_response_bytes={max_bytes}",
-                        status_code=self.status,
-                        request_id=None,
-                        body="",
-                        limit=max_bytes,
-                    )
-                parts.append(chunk)
-            self._finish()
-        except errors.LLMPoolError:
-            raise
-        except Exception as exc:
-            self.close()
-            raise map_error(exc, self._url) from exc
-        self._content = b"".join(parts)
-        return self._content
-
-    def _read_known(self) -> bytes:
-        """Read an identity body whose Content-Length fits the limit, in one call."""
-        try:
-            data: bytes = self._raw.read()
-            self._finish()
-        except Exception as exc:
-            self.close()
-            raise map_error(exc, self._url) from exc
-        self._content = data
-        return data
-
-    @property
-    def content(self) -> bytes:
-        """The body (read on first access)."""
-        return self.read()
-
-    def iter_bytes(self) -> Iterator[bytes]:
-        """Yield the decoded body as it arrives: each piece as soon as it is
-        received, never more than 64 KiB at a time."""
-        raw = self._raw
-        try:
-            if raw.chunked and raw.supports_chunked_reads():
-                chunks = raw.read_chunked(_CHUNK, decode_content=True)
-            else:
-                chunks = iter(functools.partial(raw.read1, _CHUNK, decode_content=True), b"")
-            yield from chunks
-            self._finish()
-        except Exception as exc:
-            self.close()
-            raise map_error(exc, self._url) from exc
-
-    def drain(self, limit: int = 1 << 20) -> bool:
-        """Read what is left (at most *limit* decoded bytes) so the connection
-        can be reused; return whether it was. Never raises."""
-        raw = self._raw
-        try:
-            left = limit
-            while left > 0:
-                chunk = raw.read(min(_CHUNK, left), decode_content=True)
-                if not chunk:
-                    self._finish()
-                    return True
-                left -= len(chunk)
-        except Exception:  # a broken connection cannot be reused anyway
-            log.debug("drain failed; closing the connection", exc_info=True)
-        self.close()
-        return False
-
-    def _finish(self) -> None:
-        if not self._released:
-            self._released = True
-            self._raw.release_conn()
-
-    def _discard(self) -> None:
-        """Give the connection back closed (unless urllib3 already gave it back
-        clean, the whole body having been received)."""
-        if self._released:
-            return
-        self._released = True
-        raw = self._raw
-        try:
-            raw.close()
-        finally:
-            raw.release_conn()
-
-    def close(self) -> None:
-        """Give the connection back; close it first unless the body was read to the end."""
-        if self._released:
-            return
-        self._released = True
-        raw = self._raw
-        try:
-            if not raw.isclosed():
-                raw.close()
-        finally:
-            raw.release_conn()
-
-    def __enter__(self) -> Response:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<Response [{self.status}] {self.url}>"
-
-
-def _identity(headers: Mapping[str, str]) -> bool:
-    """Whether the body is sent as is (no Content-Encoding to decode)."""
-    encoding = headers.get("content-encoding")
-    return not encoding or encoding.strip().lower() == "identity"

@@ -18,7 +18,7 @@ from rawserver import OK, RawServer, read_request, reset
 
 from llmpool import PoolConfig
 from llmpool import exceptions as exc
-from llmpool.pool import ConnectionPool, transport
+from llmpool.pool import ConnectionPool, connections, transport
 from llmpool.pool.adapter import PooledHTTPAdapter
 
 
@@ -35,7 +35,7 @@ def ok_server() -> Iterator[RawServer]:
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """A fake monotonic clock for the transport (advance it by editing [0])."""
     now = [1000.0]
-    monkeypatch.setattr(transport, "_now", lambda: now[0])
+    monkeypatch.setattr(connections, "_now", lambda: now[0])
     return now
 
 
