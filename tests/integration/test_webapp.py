@@ -90,8 +90,15 @@ class Gunicorn:
         self.log = workdir / "gunicorn.log"
         metrics_dir = workdir / "metrics"
         metrics_dir.mkdir()
+        # Only what the test sets: a developer's LLMPOOL_*, WEBAPP_* or
+        # PROMETHEUS_* variables must not change the app under test.
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("LLMPOOL_", "WEBAPP_", "PROMETHEUS_", "OPENAI_"))
+        }
         self.env = {
-            **os.environ,
+            **inherited,
             "LLMPOOL_BASE_URL": upstream.base_url,
             "LLMPOOL_TIMEOUT": str(READ_TIMEOUT),
             "OPENAI_API_KEY": "sk-test",
@@ -101,8 +108,6 @@ class Gunicorn:
             "WEBAPP_MODEL": MODEL,
             **env,
         }
-        for name in ("LLMPOOL_CONFIG", "LLMPOOL_PLUGINS", "LLMPOOL_MAX_CONNECTIONS"):
-            self.env.pop(name, None)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Gunicorn:
