@@ -221,6 +221,8 @@ class _StreamCore:
         self.parts: list[str] = []
         self.kept = 0  # characters in parts
         self._max_text = max_text
+        # Characters kept before _keep needs to look at the limit at all.
+        self._bound = max_text if max_text is not None else float("inf")
         self.text_truncated = False
         self._delivered = False
         self._received = 0
@@ -238,10 +240,13 @@ class _StreamCore:
         so a huge answer read chunk by chunk is never held whole."""
         self.parts.append(delta)
         self.kept += len(delta)
+        if self.kept <= self._bound:  # the common case: well within the limit
+            return
         limit = self._max_text
         if limit is None:
             return
         keep = min(_TAIL_CHARS, max(1, limit // 2))
+        self._bound = keep * 2
         if self.kept > (keep * 2 if self.text_truncated else limit):
             tail = "".join(self.parts)[-keep:]
             self.parts = [tail]

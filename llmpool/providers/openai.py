@@ -178,6 +178,31 @@ class OpenAIProvider(Provider):
 # --------------------------------------------------------------------------- parsing
 
 
+def _plain_delta(obj: dict[str, Any]) -> tuple[str, int, str | None] | None:
+    """``(text, index, finish_reason)`` of the common stream event (one choice
+    whose delta holds at most text), or None for anything else, which the
+    general path reads and checks."""
+    choices = obj.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict:
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict or delta.get("tool_calls"):
+        return None
+    text = delta.get("content")
+    index = choice.get("index", 0)
+    finish = choice.get("finish_reason")
+    if (
+        (text is None or type(text) is str)
+        and type(index) is int
+        and (finish is None or type(finish) is str)
+    ):
+        return text or "", index, finish
+    return None
+
+
 #: CallParams fields sent under their own name, besides stop and tools.
 _COMPLETE_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "user")
 _CHAT_FIELDS = (*_COMPLETE_FIELDS, "tool_choice", "response_format")
@@ -315,6 +340,11 @@ class OpenAIStreamParser(StreamParser):
             self.response_id = opt_text(obj.get("id"))
             self.model = opt_text(obj.get("model"))
         usage = parse_usage(obj["usage"]) if obj.get("usage") else None
+        fast = _plain_delta(obj) if usage is None else None
+        if fast is not None:  # the common event: one choice, a text delta
+            if fast[2] and fast[1] == 0:
+                self._finish_reason = fast[2]
+            return ChatChunk(delta=fast[0], index=fast[1], finish_reason=fast[2], raw=obj)
         choices = as_list(obj.get("choices") or [])
         if not choices:
             return self.chunk(usage=usage, raw=obj)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from llmpool import exceptions as exc
 from llmpool.models import ChatChunk, Message, ToolCall, Usage
 from llmpool.params import CallParams
 from llmpool.providers.openai import OpenAIProvider
+from llmpool.sse import SSEEvent
 from llmpool.streaming import SSEDecoder
 
 KEY = "sk-test-0123456789abcdef"
@@ -630,3 +632,30 @@ def test_request_ids_are_capped(provider: OpenAIProvider) -> None:
     assert err.request_id == "r" * exc.MAX_REQUEST_ID_CHARS
     err = exc.error_for_status(400, "x", request_id=huge)
     assert err.request_id is not None and len(err.request_id) == exc.MAX_REQUEST_ID_CHARS
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"index": 0, "delta": {"content": "Hel"}, "finish_reason": None},
+        {"index": 0, "delta": {"role": "assistant", "content": ""}},
+        {"index": 0, "delta": {}, "finish_reason": "stop"},
+        {"index": 2, "delta": {"content": "x"}, "finish_reason": "length"},
+        {"index": 0, "delta": {"content": "x"}, "finish_reason": ""},
+    ],
+)
+def test_plain_stream_events_read_as_the_general_path_reads_them(choice: dict[str, Any]) -> None:
+    """The fast path for one-choice text deltas gives the chunk the general path gives."""
+    from llmpool.providers import openai as module
+
+    event = SSEEvent(data=json.dumps({"id": "c", "model": "m", "choices": [choice]}))
+    fast = OpenAIProvider().stream_parser(request_id="r")
+    general = OpenAIProvider().stream_parser(request_id="r")
+    original = module._plain_delta
+    try:
+        module._plain_delta = lambda obj: None  # type: ignore[assignment]
+        expected = general.feed(event)
+    finally:
+        module._plain_delta = original
+    assert fast.feed(event) == expected
+    assert fast.finish_reason == general.finish_reason
