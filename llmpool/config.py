@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -46,9 +46,12 @@ __all__ = [
     "MemoryConfig",
     "PluginsConfig",
     "PoolConfig",
+    "config_from_keywords",
 ]
 
 log = logging.getLogger(__name__)
+
+_Config = TypeVar("_Config", "PoolConfig", "MemoryConfig")
 
 
 # --------------------------------------------------------------------------- pool
@@ -280,3 +283,43 @@ class ClientConfig:
                 pool["proxy_url"] = redact_url(pool["proxy_url"])
             client["default_headers"] = mask_headers(client["default_headers"], secret_headers)
         return out
+
+
+# --------------------------------------------------------------------------- keywords
+
+
+def config_from_keywords(
+    cls: type[_Config], config: _Config | None, keywords: Mapping[str, Any], *, owner: str
+) -> _Config:
+    """The configuration value a constructor was given, as a config object or
+    as keywords: ``ConnectionPool(PoolConfig(max_connections=10))`` and the
+    original design's ``ConnectionPool(max_connections=10)`` build the same
+    value with the same class, so the same validators run.
+
+    Both at once, an unknown keyword, or a *config* of another class is a
+    :class:`~llmpool.exceptions.ConfigError` naming the key. *owner* names the
+    constructor in the messages.
+    """
+    if config is not None and not isinstance(config, cls):
+        raise ConfigError(
+            f"{owner}() takes a {cls.__name__}, got {type(config).__name__}", key="config"
+        )
+    names = sorted(keywords)
+    if config is not None and names:
+        raise ConfigError(
+            f"{owner}() takes a {cls.__name__} or keyword arguments, not both "
+            f"(got a {cls.__name__} and {', '.join(names)}): put every setting in "
+            f"one of them, e.g. attrs.evolve(config, {names[0]}=...)",
+            key=names[0],
+        )
+    if config is not None:
+        return config
+    known = {field.alias for field in attrs.fields(cls) if field.init}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"{owner}() got an unknown keyword {unknown[0]!r}; "
+            f"{cls.__name__} fields are: {', '.join(sorted(known))}",
+            key=unknown[0],
+        )
+    return cls(**keywords)

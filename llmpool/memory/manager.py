@@ -19,9 +19,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
-from llmpool.config import MemoryConfig
+from llmpool.config import MemoryConfig, config_from_keywords
 from llmpool.exceptions import MemoryPressureError
 from llmpool.forking import reset_after_fork
 from llmpool.memory.accounting import Accounting
@@ -74,6 +74,13 @@ class MemoryManager(MemoryReports):
     *sampler*, *clock* and *collect* are injectable so tests drive the state
     machine with :meth:`tick` and synthetic samples; *limit* overrides limit
     discovery.
+
+    Configure it with a :class:`~llmpool.MemoryConfig` or, as the original
+    design wrote it, with the same fields as keywords:
+    ``MemoryManager(max_memory_mb=512)``. The keywords build a
+    ``MemoryConfig`` (same validation); giving both, or a keyword that is not
+    a ``MemoryConfig`` field, raises :class:`~llmpool.exceptions.ConfigError`
+    naming it.
     """
 
     def __init__(
@@ -84,8 +91,9 @@ class MemoryManager(MemoryReports):
         clock: Callable[[], float] = time.monotonic,
         collect: Callable[[], int] = gc.collect,
         limit: MemoryLimit | None = None,
+        **options: Any,
     ) -> None:
-        self._config = config if config is not None else MemoryConfig()
+        self._config = config_from_keywords(MemoryConfig, config, options, owner="MemoryManager")
         cfg = self._config
         self._clock = clock
         self._collect = collect
@@ -210,7 +218,9 @@ class MemoryManager(MemoryReports):
         self._accounting.record(key, bytes_in, bytes_out, duration)
 
     def track_memory_usage(self, operation: str, size: int, duration: float | None = None) -> None:
-        """Account *size* bytes for *operation* (the seed's method; counted as bytes in)."""
+        """Account *size* bytes for *operation*: the original design's method,
+        the same accounting as ``account(operation, None, size, 0, duration)``
+        (the size counts as bytes in; a None duration adds no time)."""
         self._accounting.record(operation, size, 0, duration)
 
     def add_inflight(self, delta: int) -> None:

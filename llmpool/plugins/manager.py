@@ -160,6 +160,12 @@ class PluginManager(HookDispatcher):
     def __len__(self) -> int:
         return len(self._order)
 
+    def __bool__(self) -> bool:
+        """Always True: a manager exists even with no plugin registered, so
+        ``if client.plugins:`` means "the client has a plugin manager".
+        Use ``len(manager)`` to count the plugins."""
+        return True
+
     def __contains__(self, name: object) -> bool:
         return name in self._records
 
@@ -172,9 +178,18 @@ class PluginManager(HookDispatcher):
     ) -> LLMPlugin | None:
         """Validate, set up and register *plugin* (a class is instantiated).
 
-        Returns the registered instance, or None when it failed to load (the
-        failure is recorded; in strict mode PluginLoadError is raised).
+        Returns the registered instance. An object that is neither an
+        :class:`~llmpool.LLMPlugin` subclass nor an instance of one
+        is a mistake in the calling code, not a deployment failure: it raises
+        :class:`~llmpool.exceptions.PluginLoadError` in every mode (and is
+        recorded in :attr:`load_failures`). Any other failure (a bad hook
+        signature, ``setup()`` raising, a name clash) is recorded and gives
+        None, or raises PluginLoadError in strict mode.
         """
+        reason = _not_a_plugin(plugin)
+        if reason is not None:
+            label = str(getattr(plugin, "__qualname__", None) or repr(plugin))
+            self._record_failure(PluginLoadFailure(label, source, reason), None, strict=True)
         module = getattr(plugin, "__module__", None)
         return self._register(
             PluginCandidate(target=plugin, source=source, module=module), settings
@@ -334,10 +349,14 @@ class PluginManager(HookDispatcher):
         except BaseException as exc:  # a plugin may not end the process
             raise _Rejected(plugin.name, f"setup failed: {describe_error(exc)}") from exc
 
-    def _record_failure(self, failure: PluginLoadFailure, cause: BaseException | None) -> None:
+    def _record_failure(
+        self, failure: PluginLoadFailure, cause: BaseException | None, *, strict: bool = False
+    ) -> None:
+        """Keep *failure* for stats(); raise PluginLoadError in strict mode (or
+        when *strict*), else log it."""
         with self._lock:
             self._failures.append(failure)
-        if self._strict:
+        if self._strict or strict:
             raise PluginLoadError(
                 f"plugin {failure.name!r} ({failure.source}) could not be loaded: {failure.reason}",
                 plugin=failure.name,
@@ -396,6 +415,23 @@ class PluginManager(HookDispatcher):
         except BaseException as exc:  # a plugin may not end the process (sys.exit() included)
             log.warning("plugin %s: stats() failed: %s", record.name, describe_error(exc))
             return {"error": describe_error(exc)}
+
+
+def _not_a_plugin(target: object) -> str | None:
+    """Why *target* is neither an LLMPlugin subclass nor an instance, or None."""
+    if isinstance(target, LLMPlugin):
+        return None
+    if isinstance(target, type):
+        if issubclass(target, LLMPlugin):
+            return None
+        return (
+            f"{target.__qualname__} is not an LLMPlugin subclass "
+            "(register_plugin() takes an LLMPlugin subclass or instance)"
+        )
+    return (
+        f"{target!r} is not an LLMPlugin "
+        "(register_plugin() takes an LLMPlugin subclass or instance)"
+    )
 
 
 def _instantiate(candidate: PluginCandidate) -> LLMPlugin:

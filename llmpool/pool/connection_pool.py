@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import urllib3
 from urllib3.connection import HTTPConnection
 
-from llmpool.config import PoolConfig
+from llmpool.config import PoolConfig, config_from_keywords
 from llmpool.exceptions import ConfigError, PoolClosed
 from llmpool.forking import reset_after_fork
 from llmpool.pool import transport
@@ -105,10 +105,17 @@ class ConnectionPool(IConnectionPool):
     when every connection is busy a caller waits up to ``pool_timeout``, then
     gets :class:`~llmpool.exceptions.PoolTimeout`. It survives ``os.fork()``:
     the child starts with fresh locks and no inherited sockets.
+
+    Configure it with a :class:`~llmpool.PoolConfig` or, as the original
+    design wrote it, with the same fields as keywords:
+    ``ConnectionPool(max_connections=10, max_keepalive=10, timeout=30.0)``.
+    The keywords build a ``PoolConfig`` (same validation); giving both, or a
+    keyword that is not a ``PoolConfig`` field, raises
+    :class:`~llmpool.exceptions.ConfigError` naming it.
     """
 
-    def __init__(self, config: PoolConfig | None = None) -> None:
-        self.config = config or PoolConfig()
+    def __init__(self, config: PoolConfig | None = None, **options: Any) -> None:
+        self.config = config_from_keywords(PoolConfig, config, options, owner="ConnectionPool")
         # Guards _hosts, _retired and _closed, and (shared with every HostStats)
         # the statistics. Never held across I/O, sleeps or logging.
         self._lock = threading.RLock()

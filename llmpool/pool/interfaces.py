@@ -89,7 +89,9 @@ class IConnectionPool(abc.ABC):
 
     Implementations are shared by every thread of a process and must be
     thread-safe. They are context managers: leaving the ``with`` block closes
-    the pool.
+    the pool. :meth:`acquire`, :meth:`release` and :meth:`get_stats` are the
+    original design's interface and keep their meaning; :meth:`request` is
+    what the client calls.
     """
 
     @abc.abstractmethod

@@ -225,10 +225,12 @@ def test_system_exit_in_constructor_does_not_end_the_process() -> None:
 
 
 def test_not_a_plugin_is_refused() -> None:
-    """Objects that are not LLMPlugins are load failures."""
+    """Objects that are not LLMPlugins raise PluginLoadError and are recorded as load failures."""
     manager = PluginManager()
-    assert manager.register_plugin(object) is None  # type: ignore[arg-type]
-    assert manager.register_plugin(42) is None  # type: ignore[arg-type]
+    with pytest.raises(PluginLoadError, match="not an LLMPlugin subclass"):
+        manager.register_plugin(object)  # type: ignore[arg-type]
+    with pytest.raises(PluginLoadError, match="42 is not an LLMPlugin"):
+        manager.register_plugin(42)  # type: ignore[arg-type]
     assert len(manager.load_failures) == 2
 
 
@@ -661,7 +663,8 @@ def test_load_failures_are_bounded() -> None:
     """Only the most recent 100 load failures are kept."""
     manager = PluginManager()
     for _ in range(150):
-        manager.register_plugin(object)  # type: ignore[arg-type]
+        with pytest.raises(PluginLoadError):
+            manager.register_plugin(object)  # type: ignore[arg-type]
     assert len(manager.load_failures) == 100
 
 
@@ -687,7 +690,8 @@ def test_stats_reports_counters_timings_and_own_stats() -> None:
     manager = PluginManager()
     manager.register_plugin(Counting)
     manager.register_plugin(BadStats)
-    manager.register_plugin(object)  # type: ignore[arg-type]
+    with pytest.raises(PluginLoadError):
+        manager.register_plugin(object)  # type: ignore[arg-type]
     for _ in range(10):
         manager.on_attempt(ctx(), 1)
     stats = manager.stats()
