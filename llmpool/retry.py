@@ -6,7 +6,7 @@ loop asks three questions after a failed attempt and acts on the answers:
 1. :func:`should_retry` -- may this error be retried at all, and is there an
    attempt left?
 2. :func:`next_delay` -- how long to wait first: the server's ``Retry-After``
-   when it sent one, else full jitter.
+   when it sent one, else a jittered backoff whose floor grows.
 3. :meth:`Deadline.allows` -- does that wait still fit in the call's total
    time budget? If not, the client raises
    :class:`~llmpool.exceptions.DeadlineExceeded` at once instead of sleeping
@@ -92,9 +92,9 @@ class RetryPolicy:
 
     #: Total attempts, the first one included (1 disables retries).
     max_attempts: int = attrs.field(default=3, validator=int_between(1, 100))
-    #: The backoff ceiling before the first retry; it doubles per attempt.
+    #: The first retry waits between half and all of this; both double per attempt.
     base_delay: float = attrs.field(default=0.5, validator=seconds(zero=True))
-    #: The backoff ceiling never grows beyond this.
+    #: No backoff wait is longer than this (a ``Retry-After`` may be, up to ``max_retry_after``).
     max_delay: float = attrs.field(default=8.0, validator=seconds(zero=True))
     #: A ``Retry-After`` longer than this is not waited for: the error is raised at once.
     max_retry_after: float = attrs.field(default=60.0, validator=seconds(zero=True))
@@ -153,16 +153,21 @@ def next_delay(
 
     The server's ``retry_after`` (on *error*) wins when present;
     :func:`should_retry` has already refused one above ``max_retry_after``,
-    so it is never silently shortened. Otherwise full jitter: a uniform draw
-    in ``[0, min(max_delay, base_delay * 2 ** (attempts_made - 1)))``, which
-    spreads the retries of many threads instead of synchronising them.
+    so it is never silently shortened. Otherwise a backoff that grows: with
+    ``step = base_delay * 2 ** (attempts_made - 1)``, a uniform draw between
+    ``min(max_delay, step / 2)`` and ``min(max_delay, step)``. Each range
+    starts where the previous one ended, so a wait is never shorter than the
+    one before it, while the draw still spreads the retries of many threads;
+    once ``step / 2`` reaches ``max_delay`` the wait is ``max_delay`` itself.
     """
     retry_after = getattr(error, "retry_after", None) if error is not None else None
     if retry_after is not None:
         return max(0.0, float(retry_after))
     exponent = min(max(attempts_made - 1, 0), _MAX_EXPONENT)
-    ceiling = min(policy.max_delay, policy.base_delay * 2.0**exponent)
-    return min(ceiling, max(0.0, rand() * ceiling))
+    step = policy.base_delay * 2.0**exponent
+    ceiling = min(policy.max_delay, step)
+    floor = min(policy.max_delay, step / 2.0)
+    return min(ceiling, max(floor, floor + rand() * (ceiling - floor)))
 
 
 # --------------------------------------------------------------------------- Retry-After

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import itertools
 import pickle
 
 import attrs
@@ -201,16 +202,38 @@ def test_stream_error_without_delivered_attribute_counts_as_undelivered() -> Non
 # --------------------------------------------------------------------------- next_delay
 
 
-def test_full_jitter_bounds_with_injected_rand() -> None:
-    """The delay is rand() times the doubling ceiling, capped by max_delay."""
+def test_backoff_draws_between_half_and_all_of_the_doubling_ceiling() -> None:
+    """rand()=0 gives half of base*2**(n-1), rand()=1 all of it, both capped by max_delay."""
     policy = RetryPolicy(base_delay=0.5, max_delay=8.0)
-    almost_one = 0.999999
-    assert next_delay(policy, 1, rand=lambda: 0.0) == 0.0
-    assert next_delay(policy, 1, rand=lambda: almost_one) == pytest.approx(0.5 * almost_one)
-    assert next_delay(policy, 2, rand=lambda: almost_one) == pytest.approx(1.0 * almost_one)
-    assert next_delay(policy, 3, rand=lambda: 0.5) == pytest.approx(1.0)
-    assert next_delay(policy, 6, rand=lambda: almost_one) == pytest.approx(8.0 * almost_one)
-    assert next_delay(policy, 10_000, rand=lambda: 1.0) == 8.0
+    attempts = range(1, 9)
+    floors = [next_delay(policy, n, rand=lambda: 0.0) for n in attempts]
+    ceilings = [next_delay(policy, n, rand=lambda: 1.0) for n in attempts]
+    assert floors == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert ceilings == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    assert next_delay(policy, 3, rand=lambda: 0.5) == pytest.approx(1.5)
+    assert next_delay(policy, 10_000, rand=lambda: 0.0) == 8.0
+
+
+def test_backoff_floor_meets_the_previous_ceiling_under_an_odd_cap() -> None:
+    """With a cap between two doublings the floor is still the previous ceiling (no dip)."""
+    policy = RetryPolicy(base_delay=1.0, max_delay=6.0)
+    floors = [next_delay(policy, n, rand=lambda: 0.0) for n in range(1, 7)]
+    ceilings = [next_delay(policy, n, rand=lambda: 1.0) for n in range(1, 7)]
+    assert floors == [0.5, 1.0, 2.0, 4.0, 6.0, 6.0]
+    assert ceilings == [1.0, 2.0, 4.0, 6.0, 6.0, 6.0]
+    assert next_delay(policy, 4, rand=lambda: 0.5) == pytest.approx(5.0)
+
+
+@given(
+    base=st.floats(min_value=0, max_value=100),
+    cap=st.floats(min_value=0, max_value=100),
+    draws=st.lists(st.floats(min_value=0, max_value=1), min_size=2, max_size=40),
+)
+def test_backoff_waits_never_shrink(base: float, cap: float, draws: list[float]) -> None:
+    """Whatever rand() returns, each wait is at least the one before it."""
+    policy = RetryPolicy(base_delay=base, max_delay=cap)
+    waits = [next_delay(policy, n, rand=lambda r=r: r) for n, r in enumerate(draws, start=1)]
+    assert all(earlier <= later for earlier, later in itertools.pairwise(waits))
 
 
 def test_retry_after_wins_over_jitter() -> None:
@@ -220,9 +243,9 @@ def test_retry_after_wins_over_jitter() -> None:
 
 
 def test_error_without_retry_after_uses_jitter() -> None:
-    """An error that carries no retry_after falls back to full jitter."""
-    assert next_delay(POLICY, 1, exc.ConnectError("x"), rand=lambda: 0.5) == pytest.approx(0.25)
-    assert next_delay(POLICY, 1, status(503), rand=lambda: 0.5) == pytest.approx(0.25)
+    """An error that carries no retry_after falls back to the jittered backoff."""
+    assert next_delay(POLICY, 1, exc.ConnectError("x"), rand=lambda: 0.5) == pytest.approx(0.375)
+    assert next_delay(POLICY, 1, status(503), rand=lambda: 0.5) == pytest.approx(0.375)
 
 
 @given(
