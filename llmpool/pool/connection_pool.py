@@ -26,12 +26,12 @@ from llmpool.exceptions import ConfigError, PoolClosed
 from llmpool.forking import reset_after_fork
 from llmpool.pool import transport
 from llmpool.pool.interfaces import IConnectionPool
+from llmpool.pool.managers import make_pool_manager
 from llmpool.pool.response import Response
 from llmpool.pool.stats import COUNTERS, HISTOGRAMS, HostStats, merge_snapshots
 from llmpool.pool.transport import (
     DeadlineTimeout,
     check_deadline,
-    make_pool_manager,
     map_error,
 )
 from llmpool.redaction import redact_url
