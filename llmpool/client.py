@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ from llmpool.redaction import redact_url
 from llmpool.request_path import RequestPath
 from llmpool.retry import RetryPolicy
 from llmpool.streaming import Stream
+from llmpool.wiring import make_memory, make_plugins, make_pool, resolve_base_url
 
 if TYPE_CHECKING:
     from llmpool.config import ClientConfig
@@ -111,7 +111,7 @@ class Client(RequestPath):
             **dict(provider_options or {}),
         )
         self.base_url, self._url_prefix, self._url_query = parse_base_url(
-            _resolve_base_url(base_url, self._provider), self._provider.api_path
+            resolve_base_url(base_url, self._provider), self._provider.api_path
         )
         self._options = ClientOptions(
             timeout=timeout,
@@ -127,7 +127,7 @@ class Client(RequestPath):
         self._counters: dict[str, int] = {"calls": 0, "errors": 0, "retries": 0}
         self._errors: dict[str, int] = {}
         self._closed = False
-        self._pool, self._owns_pool = _make_pool(pool)
+        self._pool, self._owns_pool = make_pool(pool)
         self._transport: Transport = self._pool
         if transport == "requests":
             if not isinstance(self._pool, ConnectionPool):
@@ -142,10 +142,10 @@ class Client(RequestPath):
         self._redirecting = RedirectingTransport(
             self._transport, secret_headers=self._provider.secret_headers
         )
-        self._plugins, self._owns_plugins = _make_plugins(
+        self._plugins, self._owns_plugins = make_plugins(
             plugins, plugin_settings, plugin_dirs, strict=plugins_strict
         )
-        self._memory, self._owns_memory = _make_memory(memory)
+        self._memory, self._owns_memory = make_memory(memory)
         if self._memory is not None:
             self._wire_memory(self._memory)
         reset_after_fork(self, renew_lock)  # a parent thread may have held it
@@ -389,79 +389,3 @@ class Client(RequestPath):
             f"base_url={redact_url(self.base_url)!r} "
             f"transport={self.transport!r}>"
         )
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _resolve_base_url(base_url: str | None, provider: Provider) -> str:
-    """*base_url*, else the provider's environment variable (``OPENAI_BASE_URL``,
-    ``ANTHROPIC_BASE_URL``), else the provider's default, as the SDKs do."""
-    if base_url is not None:
-        return base_url
-    env = provider.base_url_env
-    if env and os.environ.get(env):
-        return os.environ[env]
-    if provider.default_base_url:
-        return provider.default_base_url
-    raise ConfigError(
-        f"base_url is required: the {provider.name!r} provider has no default "
-        + (f"and {env} is not set" if env else "base URL"),
-        key="base_url",
-    )
-
-
-def _make_pool(pool: Any) -> tuple[Transport, bool]:
-    """``(transport, owned)``: a PoolConfig or None builds an owned
-    ConnectionPool; any Transport is used as it is, shared."""
-    if pool is None or isinstance(pool, PoolConfig):
-        return ConnectionPool(pool), True
-    if isinstance(pool, Transport):
-        return pool, False
-    raise ConfigError(
-        "pool must be a ConnectionPool (or another Transport), a PoolConfig or None, "
-        f"got {type(pool).__name__}",
-        key="pool",
-    )
-
-
-def _make_plugins(
-    plugins: Any,
-    settings: Mapping[str, Mapping[str, Any]] | None,
-    dirs: Sequence[str],
-    *,
-    strict: bool = False,
-) -> tuple[PluginManager | None, bool]:
-    from llmpool.plugins import PluginManager, resolve_plugin_names
-
-    if isinstance(plugins, PluginManager):
-        return plugins, False
-    objects = [p for p in (plugins or ()) if not isinstance(p, str)]
-    names = resolve_plugin_names([p for p in (plugins or ()) if isinstance(p, str)])
-    if not names and not objects and not dirs:
-        return None, False
-    manager = PluginManager(strict=strict)
-    if names:
-        manager.load_entry_points(names, settings=settings)
-    for directory in dirs:
-        manager.load_plugins(directory, settings=settings)
-    for plugin in objects:
-        manager.register_plugin(plugin, (settings or {}).get(getattr(plugin, "name", ""), None))
-    return manager, True
-
-
-def _make_memory(memory: Any) -> tuple[MemoryManager | None, bool]:
-    if memory is None:
-        return None, False
-    from llmpool.memory import MemoryManager
-
-    if isinstance(memory, MemoryManager):
-        return memory, False
-    if isinstance(memory, MemoryConfig):
-        manager = MemoryManager(memory)
-        manager.start()
-        return manager, True
-    raise ConfigError(
-        f"memory must be a MemoryConfig or a MemoryManager, got {type(memory).__name__}",
-        key="memory",
-    )
