@@ -230,7 +230,7 @@ class ConnectionPool(IConnectionPool):
         pool_timeout: float | None = None,
         deadline: float | None = None,
     ) -> Response:
-        """Send one request; see :meth:`IConnectionPool.request`.
+        """Send one request (see :class:`~llmpool.pool.interfaces.Transport`).
 
         *timeout* bounds the connect and each read (seconds; default: the
         config's). *pool_timeout* can only shorten the config's wait for a free

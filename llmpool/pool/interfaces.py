@@ -84,14 +84,15 @@ class Transport(Protocol):
         """Release everything the transport holds."""
 
 
-class IConnectionPool(abc.ABC):
-    """What llmpool's client needs from a connection pool.
+class IConnectionPool(Transport, abc.ABC):
+    """A :class:`~llmpool.pool.interfaces.Transport` that also lends raw connections: the original
+    design's pool interface.
 
     Implementations are shared by every thread of a process and must be
     thread-safe. They are context managers: leaving the ``with`` block closes
     the pool. :meth:`acquire`, :meth:`release` and :meth:`get_stats` are the
-    original design's interface and keep their meaning; :meth:`request` is
-    what the client calls.
+    original design's interface and keep their meaning; ``request()`` (the
+    Transport's) is what the client calls.
     """
 
     @abc.abstractmethod
@@ -102,33 +103,6 @@ class IConnectionPool(abc.ABC):
     @abc.abstractmethod
     def release(self, base_url: str, connection: Any) -> None:
         """Give back a connection from :meth:`acquire`."""
-
-    @abc.abstractmethod
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        stream: bool = False,
-        pool_timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Any:
-        """Send one request over a pooled connection and return the response.
-
-        With ``stream=False`` the body is read before returning and the
-        connection is back in the pool; with ``stream=True`` the caller reads
-        the body and must close the response.
-
-        *timeout* bounds the connect and each read; *pool_timeout* can only
-        shorten the configured wait for a free connection. *deadline* is an
-        absolute ``time.monotonic()`` instant that bounds every read of this
-        exchange (headers, body, stream reads, drain): each waits at most
-        min(read timeout, time left), and once it has passed a read raises
-        :class:`~llmpool.exceptions.ReadTimeout` at once. Thread-safe.
-        """
 
     @abc.abstractmethod
     def get_stats(self) -> dict[str, Any]:
