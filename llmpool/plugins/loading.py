@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import pwd
 import re
 import stat
 import sys
@@ -200,16 +201,44 @@ def extension_candidates(
 # --------------------------------------------------------------------------- directories
 
 
+#: Files owned by root are trusted by every user, as sshd and sudo trust them.
+_ROOT_UID = 0
+
+
 def _current_uid() -> int:
     return os.geteuid()
 
 
-def _unsafe(st: os.stat_result, what: str) -> str | None:
-    """Why a file or directory with status *st* must not be trusted, or None."""
-    if st.st_uid != _current_uid():
-        return f"{what} is owned by uid {st.st_uid}, not by the current user"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"{what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+def _user(uid: int) -> str:
+    """``uid 33 (www-data)``, or ``uid 33`` when the name is unknown."""
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (KeyError, OSError):
+        return f"uid {uid}"
+
+
+def _unsafe(st: os.stat_result, what: str, path: str) -> str | None:
+    """Why a file or directory with status *st* must not be trusted, or None.
+
+    The rule sshd (``StrictModes``) and sudo apply to their own files: owned
+    by the current user or by root, and writable by nobody else (no group or
+    other write bit). A root-owned, read-only ``/app/plugins`` read by a
+    non-root worker is therefore trusted; a file another user owns, or one
+    that a group could rewrite, could run that user's code in this process.
+    """
+    mode = stat.S_IMODE(st.st_mode)
+    me = _current_uid()
+    if st.st_uid not in (me, _ROOT_UID):
+        return (
+            f"{what} {path} is owned by {_user(st.st_uid)} (mode {mode:o}), neither the "
+            f"current user ({_user(me)}) nor root; fix: chown root {path} (read-only "
+            f"for the worker) or chown it to the user that loads it, and chmod go-w {path}"
+        )
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"{what} {path} (owner {_user(st.st_uid)}, mode {mode:o}) is writable by "
+            f"group or others, who could run code in this process; fix: chmod go-w {path}"
+        )
     return None
 
 
@@ -218,8 +247,9 @@ def directory_candidates(
 ) -> tuple[list[PluginCandidate], list[PluginLoadFailure]]:
     """Import each ``*.py`` file of *plugin_dir* (not starting with ``_``).
 
-    The directory and every file must belong to the current user and not be
-    writable by group or others; a symlink must resolve inside the directory.
+    The directory and every file must belong to the current user or to root
+    and not be writable by group or others; a symlink must resolve inside the
+    directory.
     Each file is imported from the bytes that were hashed (sha256), under a
     unique module name, without touching ``sys.path``.
     """
@@ -232,7 +262,7 @@ def directory_candidates(
         return [], [PluginLoadFailure(given, source, describe_error(exc))]
     if not stat.S_ISDIR(root_stat.st_mode):
         return [], [PluginLoadFailure(given, source, f"{given} is not a directory")]
-    problem = _unsafe(root_stat, f"plugin directory {given}")
+    problem = _unsafe(root_stat, "plugin directory", given)
     if problem:
         return [], [PluginLoadFailure(given, source, problem)]
     candidates: list[PluginCandidate] = []
@@ -261,7 +291,7 @@ def _read_trusted(root: str, path: str) -> tuple[str, bytes] | str:
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):
             return f"{path} is not a regular file"
-        problem = _unsafe(st, f"plugin file {path}")
+        problem = _unsafe(st, "plugin file", path)
         if problem:
             return problem
         return real, handle.read()

@@ -245,8 +245,10 @@ class PluginManager(HookDispatcher):
     ) -> list[str]:
         """Load the plugins of a directory: each ``*.py`` file not starting
         with ``_``. The directory and the files must belong to the current
-        user and not be writable by group or others; a symlink must resolve
-        inside the directory. Returns the names registered.
+        user or to root and not be writable by group or others (the rule of
+        sshd and sudo); a symlink must resolve inside the directory. A refusal
+        names the path, its owner and mode, and the fix. Returns the names
+        registered.
         """
         candidates, failures = directory_candidates(plugin_dir)
         for failure in failures:

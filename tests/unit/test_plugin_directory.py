@@ -175,15 +175,6 @@ def test_world_writable_file_is_refused(plugin_dir: Path) -> None:
     assert "writable by group or others" in reasons(manager)["open"]
 
 
-def test_foreign_owner_is_refused(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A directory owned by another user than the current one is refused."""
-    write(plugin_dir, "good.py", GOOD)
-    monkeypatch.setattr(loading, "_current_uid", lambda: os.geteuid() + 1)
-    manager = PluginManager()
-    assert manager.load_plugins(plugin_dir) == []
-    assert "owned by uid" in manager.load_failures[0].reason
-
-
 def test_symlink_escaping_the_directory_is_refused(plugin_dir: Path, tmp_path: Path) -> None:
     """A symlink that resolves outside the plugin directory is refused."""
     outside = write(tmp_path, "outside.py", GOOD.replace('"good"', '"outside"'))
@@ -247,3 +238,45 @@ def test_directory_plugin_receives_its_settings(plugin_dir: Path) -> None:
     manager = PluginManager()
     manager.load_plugins(plugin_dir, settings={"configured": {"k": "v"}})
     assert manager.get("configured").settings == {"k": "v"}  # type: ignore[union-attr]
+
+
+def test_root_owned_directory_is_trusted_by_another_user(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root-owned, not group/world-writable directory and file load for a non-root user."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root-owned files: the test must run as root")
+    write(plugin_dir, "good.py", GOOD)
+    monkeypatch.setattr(loading, "_current_uid", lambda: 65534)
+    manager = PluginManager()
+    assert manager.load_plugins(plugin_dir) == ["good"]
+    assert not manager.load_failures
+
+
+def test_foreign_owner_refusal_names_path_owner_mode_and_fix(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory owned by neither the current user nor root: path, owner, mode and a fix."""
+    write(plugin_dir, "good.py", GOOD)
+    if os.geteuid() == 0:
+        os.chown(plugin_dir, 65533, -1)  # another, non-root user
+    else:
+        monkeypatch.setattr(loading, "_current_uid", lambda: os.geteuid() + 1)
+    owner = plugin_dir.stat().st_uid
+    manager = PluginManager()
+    assert manager.load_plugins(plugin_dir) == []
+    reason = manager.load_failures[0].reason
+    assert str(plugin_dir) in reason
+    assert f"owned by uid {owner}" in reason and "mode 755" in reason
+    assert f"chown root {plugin_dir}" in reason
+
+
+def test_writable_refusal_names_path_owner_mode_and_fix(plugin_dir: Path) -> None:
+    """A group-writable file's refusal names its path, owner, mode and `chmod go-w`."""
+    path = write(plugin_dir, "open.py", GOOD, mode=0o664)
+    manager = PluginManager()
+    assert manager.load_plugins(plugin_dir) == []
+    reason = reasons(manager)["open"]
+    assert str(path) in reason and "mode 664" in reason
+    assert f"uid {path.stat().st_uid}" in reason
+    assert f"chmod go-w {path}" in reason
