@@ -55,5 +55,5 @@ def test_describe_installed_with_load_reports_success() -> None:
     """load=True imports and validates each plugin and says whether it loaded."""
     rows = describe_installed(("llmpool.plugins",), load=True)
     builtin = [r for r in rows if r["distribution"] == "llmpool"]
-    assert len(builtin) == 5
+    assert len(builtin) == 6
     assert all(r["loaded"] and r["error"] is None for r in builtin)
