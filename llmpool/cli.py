@@ -94,6 +94,7 @@ def _add_demo(subparsers: Any) -> None:
     add("--model", default="mock-model", help="model name to ask for")
     add("--plugins", default="usage", metavar="A,B", help="plugins to load (default usage)")
     add("--json", action="store_true", help="print the report as JSON")
+    add("--html", metavar="PATH", help="also write the report as one self-contained HTML page")
     parser.set_defaults(runner=_run_demo)
 
 
@@ -130,6 +131,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         api_key=api_key,
         provider=args.provider,
         plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
+        detail=bool(args.html),
     )
     total = options.calls * (2 if options.baseline else 1)
     with _progress_bar(total, enabled=not args.json) as progress:
@@ -137,7 +139,18 @@ def _run_demo(args: argparse.Namespace) -> int:
             report = run_demo(options, progress=progress)
         except LLMPoolError as exc:
             return _fail("demo", exc)
+    if args.html:
+        from llmpool.demo_html import write_html
+
+        try:
+            write_html(report, args.html)
+        except OSError as exc:
+            return _fail("demo", f"cannot write {args.html}: {exc}")
+        for key in ("pooled", "unpooled"):
+            report.get(key, {}).pop("detail", None)  # per-call rows: for the page only
     print(json.dumps(report, indent=2, default=str) if args.json else render(report))
+    if args.html and not args.json:
+        print(f"HTML report: {args.html}")
     return 0
 
 

@@ -23,6 +23,8 @@ import attrs
 from llmpool.client import Client
 from llmpool.config import MemoryConfig, PoolConfig
 from llmpool.exceptions import LLMPoolError
+from llmpool.models import CallContext
+from llmpool.plugins.base import LLMPlugin
 from llmpool.redaction import redact_url
 from llmpool.stats_math import percentiles
 
@@ -51,6 +53,9 @@ class DemoOptions:
     api_key: str | None = None
     provider: str = "openai"
     plugins: tuple[str, ...] = ("usage",)
+    #: Keep every call's start and latency and a timeline of the pool and the
+    #: memory manager in the report (``detail``), for ``--html``.
+    detail: bool = False
 
 
 def run_demo(options: DemoOptions, progress: Progress | None = None) -> dict[str, Any]:
@@ -69,7 +74,7 @@ def run_demo(options: DemoOptions, progress: Progress | None = None) -> dict[str
 
 def _shown_options(options: DemoOptions) -> dict[str, Any]:
     """The options as the report shows them: no API key, no password in the URL."""
-    shown = attrs.asdict(options, filter=lambda a, _: a.name != "api_key")
+    shown = attrs.asdict(options, filter=lambda a, _: a.name not in ("api_key", "detail"))
     if shown["base_url"]:
         shown["base_url"] = redact_url(shown["base_url"])
     return shown
@@ -145,21 +150,28 @@ def _run(
         ca_certs=ca_file,
         pool_timeout=60.0,
     )
+    tally = _RetryTally()
+    memory_config = MemoryConfig(sample_interval=0.25)
     client = Client(
         base_url,
         api_key=options.api_key or "demo-key",
         provider=options.provider,
         pool=pool,
-        plugins=list(options.plugins),
-        memory=MemoryConfig(sample_interval=0.25),
+        plugins=[*options.plugins, tally],
+        memory=memory_config,
         deadline=30.0,
     )
     with client:
-        latencies, errors, elapsed = _drive(client, options, progress)
+        timeline = _Timeline(client, enabled=options.detail)
+        with timeline:
+            calls, errors, elapsed = _drive(client, options, progress)
         stats = client.stats()
         memory = client.memory.report().to_dict() if client.memory is not None else {}
+    latencies = [took for _, took, error in calls if error is None]
     pool_stats = stats["pool"]
-    return {
+    plugins = stats["plugins"].get("plugins", {})
+    plugins.pop(tally.name, None)
+    result = {
         "mode": "pooled" if pooled else "new connection per call",
         "calls": options.calls,
         "ok": len(latencies),
@@ -171,23 +183,103 @@ def _run(
         "latency_ms": _percentiles(latencies),
         "elapsed_s": elapsed,
         "throughput": options.calls / elapsed if elapsed else 0.0,
+        "retries_by_kind": tally.counts(),
         "memory": _memory_summary(memory),
-        "plugins": stats["plugins"].get("plugins", {}),
+        "plugins": plugins,
     }
+    if options.detail:
+        result["detail"] = {
+            "calls": calls,
+            "timeline": timeline.samples,
+            "thresholds": {
+                name: getattr(memory_config, name) for name in ("warn", "gc", "shed", "critical")
+            },
+        }
+    return result
+
+
+class _RetryTally(LLMPlugin):
+    """Counts the demo's retries by their cause (``HTTP 429``, ``ProtocolError``).
+    Thread-safe (one lock)."""
+
+    name = "demo_retries"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _counts
+        self._counts: dict[str, int] = {}
+
+    def on_retry(self, ctx: CallContext, attempt: int, error: Exception, delay: float) -> None:
+        status = getattr(error, "status_code", None)
+        kind = f"HTTP {status}" if isinstance(status, int) else type(error).__name__
+        with self._lock:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._counts.items()))
+
+
+class _Timeline:
+    """While the workload runs, samples the pool and the memory manager every
+    *interval* seconds on a daemon thread: ``[seconds, connections opened,
+    connections in use, rss MiB, memory state]`` rows (nothing when disabled)."""
+
+    def __init__(self, client: Client, *, enabled: bool, interval: float = 0.05) -> None:
+        self.samples: list[list[Any]] = []
+        self._client = client
+        self._enabled = enabled
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="llmpool-demo-timeline", daemon=True
+        )
+        self._started = 0.0
+
+    def __enter__(self) -> _Timeline:
+        self._started = time.perf_counter()
+        if self._enabled:
+            self._sample()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._enabled:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        stats = self._client.stats()
+        pool, memory = stats["pool"], stats["memory"]
+        self.samples.append(
+            [
+                round(time.perf_counter() - self._started, 3),
+                pool.get("connections_created", 0),
+                pool.get("in_use", 0),
+                memory.get("rss_mb"),
+                memory.get("state"),
+            ]
+        )
 
 
 def _drive(
     client: Client, options: DemoOptions, progress: Progress | None
-) -> tuple[list[float], dict[str, int], float]:
-    """Run the calls from the threads; return latencies (ms), errors by type, seconds."""
-    latencies: list[float] = []
+) -> tuple[list[tuple[float, float, str | None]], dict[str, int], float]:
+    """Run the calls from the threads; return each call's (start s, latency ms,
+    error type or None), errors by type, and the seconds it all took."""
+    calls: list[tuple[float, float, str | None]] = []
     errors: dict[str, int] = {}
-    lock = threading.Lock()  # guards latencies and errors
+    lock = threading.Lock()  # guards calls and errors
     messages = [{"role": "user", "content": "Say hello."}]
     every = max(1, round(1 / options.stream_ratio)) if options.stream_ratio > 0 else 0
 
     def one(index: int) -> None:
         started = time.perf_counter()
+        offset = round(started - begun, 4)
         error = None
         try:
             if every and index % every == 0:
@@ -198,20 +290,19 @@ def _drive(
                 client.chat(options.model, messages)
         except LLMPoolError as exc:
             error = type(exc).__name__
-        took = (time.perf_counter() - started) * 1000.0
+        took = round((time.perf_counter() - started) * 1000.0, 3)
         with lock:
-            if error is None:
-                latencies.append(took)
-            else:
+            calls.append((offset, took, error))
+            if error is not None:
                 errors[error] = errors.get(error, 0) + 1
         if progress is not None:
             progress(1)
 
-    started = time.perf_counter()
+    begun = time.perf_counter()
     with ThreadPoolExecutor(options.threads, thread_name_prefix="llmpool-demo") as pool:
         for future in [pool.submit(one, i) for i in range(options.calls)]:
             future.result()
-    return latencies, errors, time.perf_counter() - started
+    return calls, errors, time.perf_counter() - begun
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
