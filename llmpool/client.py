@@ -142,9 +142,14 @@ class Client(RequestPath):
         self._redirecting = RedirectingTransport(
             self._transport, secret_headers=self._provider.secret_headers
         )
-        self._plugins, self._owns_plugins = make_plugins(
-            plugins, plugin_settings, plugin_dirs, strict=plugins_strict
-        )
+        try:
+            self._plugins, self._owns_plugins = make_plugins(
+                plugins, plugin_settings, plugin_dirs, strict=plugins_strict
+            )
+        except BaseException:
+            if self._owns_pool:
+                self._pool.close()  # nothing else to undo: plugins load before the memory thread
+            raise
         self._memory, self._owns_memory = make_memory(memory)
         if self._memory is not None:
             self._wire_memory(self._memory)

@@ -71,12 +71,16 @@ def make_plugins(
     if not names and not objects and not dirs:
         return None, False
     manager = PluginManager(strict=strict)
-    if names:
-        manager.load_entry_points(names, settings=settings)
-    for directory in dirs:
-        manager.load_plugins(directory, settings=settings)
-    for plugin in objects:
-        manager.register_plugin(plugin, (settings or {}).get(getattr(plugin, "name", ""), None))
+    try:
+        if names:
+            manager.load_entry_points(names, settings=settings)
+        for directory in dirs:
+            manager.load_plugins(directory, settings=settings)
+        for plugin in objects:
+            manager.register_plugin(plugin, (settings or {}).get(getattr(plugin, "name", ""), None))
+    except BaseException:
+        manager.close()  # tear down the plugins already set up
+        raise
     return manager, True
 
 

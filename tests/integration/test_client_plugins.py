@@ -178,3 +178,28 @@ def test_env_variable_overrides_configured_plugins(
     monkeypatch.setenv("LLMPOOL_PLUGINS", "")
     with llmpool.Client(mock_server.base_url, plugins=["logging"]) as c:
         assert c.plugins is None
+
+
+def test_a_plugin_that_cannot_load_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client(plugins=[good, object()]) raises, tears the good plugin down and closes its pool."""
+    from llmpool.exceptions import PluginLoadError
+
+    torn: list[str] = []
+    closed: list[object] = []
+
+    class Good(llmpool.LLMPlugin):
+        name = "good"
+
+        def teardown(self) -> None:
+            torn.append(self.name)
+
+    original = llmpool.ConnectionPool.close
+
+    def recording_close(self: llmpool.ConnectionPool) -> None:
+        closed.append(self)
+        original(self)
+
+    monkeypatch.setattr(llmpool.ConnectionPool, "close", recording_close)
+    with pytest.raises(PluginLoadError):
+        llmpool.Client("http://127.0.0.1:9/v1", plugins=[Good(), object()])
+    assert torn == ["good"] and len(closed) == 1
