@@ -1,6 +1,7 @@
 """The built-in plugins, found through the ``llmpool.plugins`` entry points
 exactly like third-party ones: ``logging``, ``metrics``, ``ratelimit``,
-``cache`` and ``usage``. Each module is imported only when its plugin is loaded.
+``cache``, ``usage`` and ``otel``. Each module is imported only when its
+plugin is loaded.
 """
 
 from __future__ import annotations
