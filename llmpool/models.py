@@ -149,6 +149,10 @@ class CallContext:
     connection_reused: bool | None = None
     #: HTTP status of the last response (None before one arrived).
     status_code: int | None = None
+    #: Seconds the last attempt waited for a free connection (None: unknown).
+    pool_wait: float | None = None
+    #: The base URL the call goes to (credentials never in it).
+    base_url: str | None = None
     #: Plugins' own per-call state.
     state: dict[str, Any] = attrs.field(factory=dict)
 

@@ -56,6 +56,7 @@ class RequestPath:
     _plugins: PluginManager | None
     _memory: MemoryManager | None
     _options: ClientOptions
+    base_url: str
     _url_prefix: str
     _url_query: str
     _sleep: Callable[[float], None]
@@ -85,7 +86,9 @@ class RequestPath:
         )
         if timeout is not None:
             timeout = check_option("timeout", timeout)
-        ctx = CallContext(operation=operation, model=model, provider=self._provider.name)
+        ctx = CallContext(
+            operation=operation, model=model, provider=self._provider.name, base_url=self.base_url
+        )
         request = self._prepare(request, extra_headers, idempotency_key)
         plugins = self._plugins
         if plugins is not None and plugins.has("before_request"):
@@ -225,6 +228,7 @@ class RequestPath:
         )
         ctx.connection_reused = response.connection_reused
         ctx.status_code = response.status
+        ctx.pool_wait = getattr(response, "pool_wait", None)
         return response
 
     def _open_stream(self, ctx: CallContext, request: Request, attempts: Attempts) -> Stream:

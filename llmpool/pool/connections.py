@@ -151,6 +151,7 @@ class _TrackedConnection:
     llm_last_used = 0.0
     llm_served = 0
     llm_responded = False  # a status line arrived in the current exchange
+    llm_waited = 0.0  # seconds the current exchange waited to check it out
     llm_leak_warned = False
     llm_response: Any = None  # the response of the current exchange, until returned
     llm_budget: _ReadBudget

@@ -37,7 +37,16 @@ class Response:
     URL with any password and credential-like query parameter masked.
     """
 
-    __slots__ = ("_content", "_raw", "_released", "_url", "connection_reused", "headers", "status")
+    __slots__ = (
+        "_content",
+        "_raw",
+        "_released",
+        "_url",
+        "connection_reused",
+        "headers",
+        "pool_wait",
+        "status",
+    )
 
     def __init__(self, raw: Any, url: str, reused: bool) -> None:
         self._raw = raw
@@ -47,6 +56,8 @@ class Response:
         self.headers: Mapping[str, str] = raw.headers
         self._url = url
         self.connection_reused = reused
+        #: Seconds the request waited for a free connection (None: unknown).
+        self.pool_wait: float | None = getattr(raw, "llm_pool_wait", None)
 
     @property
     def url(self) -> str:

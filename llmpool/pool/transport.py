@@ -152,7 +152,8 @@ class _TrackedPool:
             self._check_idle(conn, now)
         if conn is None:
             conn = self._new_conn()
-        stats.checked_out(now - started, conn, now)
+        conn.llm_waited = now - started
+        stats.checked_out(conn.llm_waited, conn, now)
         if self.llm_leak_check is not None:
             self.llm_leak_check()
         return conn
@@ -219,6 +220,7 @@ class _TrackedPool:
             self.llm_stats.returned(conn)
             raise
         response.llm_reused = reused
+        response.llm_pool_wait = conn.llm_waited
         return response
 
     def _prepare_proxy(self, conn: Any) -> None:

@@ -130,9 +130,11 @@ def test_plain_call_is_one_client_span_with_the_genai_attributes(
             "llmpool.attempt.outcome": "ok",
             "llmpool.attempt.duration": events(span)[0]["llmpool.attempt.duration"],
             "llmpool.connection.reused": False,
+            "llmpool.pool.wait": a["llmpool.pool.wait"],
             "http.response.status_code": 200,
         }
     ]
+    assert a["llmpool.pool.wait"] >= 0.0
 
 
 def test_second_call_reports_a_reused_connection(make_client: Any, telemetry: Telemetry) -> None:
@@ -354,7 +356,12 @@ def test_settings_from_plugin_settings_override_and_unknown_keys_fail(
         client.chat("mock-model", MESSAGES)
     (span,) = telemetry.spans()
     assert "gen_ai.input.messages" in span.attributes
-    assert "server.address" not in span.attributes  # no server_url given
+    # no server_url given: the address is the call's own base URL
+    assert (span.attributes["server.address"], span.attributes["server.port"]) == (
+        "127.0.0.1",
+        mock_server.port,
+    )
+    assert span.attributes["llmpool.pool.wait"] >= 0.0
 
 
 def test_global_providers_are_used_when_none_is_given(

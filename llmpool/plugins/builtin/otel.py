@@ -323,7 +323,7 @@ class OtelPlugin(LLMPlugin):
         common: dict[str, Any] = {
             "gen_ai.operation.name": operation,
             "gen_ai.provider.name": ctx.provider,
-            **self._server,
+            **(self._server or _server_attributes(ctx.base_url)),
         }
         if model:
             common["gen_ai.request.model"] = model
@@ -359,6 +359,8 @@ class OtelPlugin(LLMPlugin):
         event = self._attempt_event(call, ctx.attempt, outcome)
         if ctx.connection_reused is not None:
             event["llmpool.connection.reused"] = ctx.connection_reused
+        if ctx.pool_wait is not None:
+            event["llmpool.pool.wait"] = ctx.pool_wait
         if ctx.status_code is not None:
             event["http.response.status_code"] = ctx.status_code
         return event
@@ -401,6 +403,8 @@ class OtelPlugin(LLMPlugin):
         span.set_attribute("llmpool.retries", ctx.retries)
         if ctx.connection_reused is not None:
             span.set_attribute("llmpool.connection.reused", ctx.connection_reused)
+        if ctx.pool_wait is not None:
+            span.set_attribute("llmpool.pool.wait", ctx.pool_wait)
         if finish:
             span.set_attribute("gen_ai.response.finish_reasons", tuple(finish))
         attributes = call.attrs
