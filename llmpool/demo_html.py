@@ -8,12 +8,22 @@ data comes from :func:`llmpool.demo.run_demo` with ``detail=True``.
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from llmpool.svg_plot import (
+    BOTTOM,
+    STRIP,
+    TOP,
+    Plot,
+    esc,
+    log_ticks,
+    nice_floor,
+    thin,
+)
 
 __all__ = ["render_html", "write_html"]
 
@@ -28,12 +38,6 @@ STATES = (
     ("shed", "#ffc9c9"),
     ("critical", "#ff8787"),
 )
-
-WIDTH, HEIGHT = 680, 260
-LEFT, RIGHT, TOP, BOTTOM = 64, 20, 14, 44
-STRIP = 12  # the height of a memory state strip
-
-Point = tuple[float, float]
 
 
 def write_html(report: dict[str, Any], path: str | Path) -> Path:
@@ -81,7 +85,7 @@ def render_html(report: dict[str, Any]) -> str:
     ]
     return _PAGE.format(
         title="llmpool demo report",
-        heading=_esc(_heading(report)),
+        heading=esc(_heading(report)),
         summary=_summary_table(report, runs),
         sections="\n".join(sections),
     )
@@ -123,10 +127,6 @@ svg .axis {{ stroke: #8c959f; fill: none; }}
 """
 
 
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def _heading(report: dict[str, Any]) -> str:
     opts, server = report["options"], report["server"]
     text = (
@@ -142,8 +142,8 @@ def _heading(report: dict[str, Any]) -> str:
 
 def _section(title: str, note: str, svg: str) -> str:
     return (
-        f'<section class="chart-section">\n<h2>{_esc(title)}</h2>\n'
-        f'<p class="note">{_esc(note)}</p>\n{svg}\n</section>'
+        f'<section class="chart-section">\n<h2>{esc(title)}</h2>\n'
+        f'<p class="note">{esc(note)}</p>\n{svg}\n</section>'
     )
 
 
@@ -167,12 +167,12 @@ def _summary_table(report: dict[str, Any], runs: dict[str, Any]) -> str:
         ),
     ]
     head = "".join(
-        f'<th><span class="key" style="background:{COLOURS[k]}"></span>{_esc(LABELS[k])}</th>'
+        f'<th><span class="key" style="background:{COLOURS[k]}"></span>{esc(LABELS[k])}</th>'
         for k in runs
     )
     body = "".join(
-        f"<tr><th>{_esc(label)}</th>"
-        + "".join(f'<td class="num">{_esc(cell(run))}</td>' for run in runs.values())
+        f"<tr><th>{esc(label)}</th>"
+        + "".join(f'<td class="num">{esc(cell(run))}</td>' for run in runs.values())
         + "</tr>"
         for label, cell in rows
     )
@@ -196,21 +196,21 @@ def _latency_chart(runs: dict[str, Any]) -> str:
         values = sorted(took for _, took, error in run["detail"]["calls"] if error is None)
         series[key] = [(max(v, 0.01), (i + 1) / len(values)) for i, v in enumerate(values)]
     every = [x for points in series.values() for x, _ in points] or [1.0]
-    low = _nice_floor(min(every))
-    plot = _Plot(
+    low = nice_floor(min(every))
+    plot = Plot(
         x=(math.log10(low), math.log10(max(every) * 1.05 + 1e-9)),
         y=(0.0, 1.0),
         x_label="latency (ms, log scale)",
         y_label="share of calls",
     )
     marks = [
-        plot.line([(math.log10(x), y) for x, y in _thin(points)], COLOURS[key], step=True)
+        plot.line([(math.log10(x), y) for x, y in thin(points)], COLOURS[key], step=True)
         for key, points in series.items()
     ]
     return plot.svg(
         "latency",
         marks,
-        x_ticks=_log_ticks(low, max(every)),
+        x_ticks=log_ticks(low, max(every)),
         y_ticks=[(v, f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1.0)],
         legend=_legend(runs),
     )
@@ -223,7 +223,7 @@ def _connections_chart(runs: dict[str, Any]) -> str:
     }
     t_max = max((p[0] for points in series.values() for p in points), default=1.0) or 1.0
     y_max = max((p[1] for points in series.values() for p in points), default=1.0) or 1.0
-    plot = _Plot(x=(0.0, t_max), y=(0.0, y_max * 1.08), x_label="seconds", y_label="connections")
+    plot = Plot(x=(0.0, t_max), y=(0.0, y_max * 1.08), x_label="seconds", y_label="connections")
     marks = [plot.line(points, COLOURS[key], step=True) for key, points in series.items()]
     return plot.svg("connections", marks, legend=_legend(runs))
 
@@ -242,7 +242,7 @@ def _throughput_chart(runs: dict[str, Any]) -> str:
             bins[min(int(value / width), len(bins) - 1)] += 1
         series[key] = [((i + 0.5) * width, n / width) for i, n in enumerate(bins)]
     y_max = max((y for points in series.values() for _, y in points), default=1.0) or 1.0
-    plot = _Plot(x=(0.0, t_max), y=(0.0, y_max * 1.08), x_label="seconds", y_label="calls/s")
+    plot = Plot(x=(0.0, t_max), y=(0.0, y_max * 1.08), x_label="seconds", y_label="calls/s")
     marks = [plot.line(points, COLOURS[key]) for key, points in series.items()]
     legend = [
         (COLOURS[key], f"{LABELS[key]}: {run['throughput']:.0f} calls/s overall")
@@ -262,7 +262,7 @@ def _faults_chart(runs: dict[str, Any]) -> str:
     bar, gap = 12, 10
     height = TOP + BOTTOM + max(1, len(names)) * (bar * len(runs) + gap)
     n_max = max((n for counts in kinds.values() for n in counts.values()), default=1)
-    plot = _Plot(
+    plot = Plot(
         x=(0.0, n_max * 1.1),
         y=(0.0, 1.0),
         x_label="count",
@@ -275,14 +275,14 @@ def _faults_chart(runs: dict[str, Any]) -> str:
     for name in names:
         labels.append(
             f'<text x="{plot.left - 6}" y="{y + bar * len(runs) / 2 + 4:.1f}" '
-            f'text-anchor="end">{_esc(name)}</text>'
+            f'text-anchor="end">{esc(name)}</text>'
         )
         for key in runs:
             n = kinds[name].get(key, 0)
             w = plot.sx(n) - plot.left
             marks.append(
                 f'<rect class="mark" x="{plot.left}" y="{y:.1f}" width="{max(w, 0.0):.1f}" '
-                f'height="{bar - 2}" fill="{COLOURS[key]}"><title>{_esc(LABELS[key])}: '
+                f'height="{bar - 2}" fill="{COLOURS[key]}"><title>{esc(LABELS[key])}: '
                 f"{n}</title></rect>"
             )
             if n:
@@ -297,7 +297,7 @@ def _faults_chart(runs: dict[str, Any]) -> str:
 
 
 def _memory_chart(runs: dict[str, Any]) -> str:
-    plot = _Plot(x=(0.0, 1.0), y=(0.0, 1.0), x_label="seconds", y_label="MiB", strips=len(runs))
+    plot = Plot(x=(0.0, 1.0), y=(0.0, 1.0), x_label="seconds", y_label="MiB", strips=len(runs))
     limit = max(float(run["memory"]["limit_mib"] or 0.0) for run in runs.values())
     rows = {key: run["detail"]["timeline"] for key, run in runs.items()}
     t_max = max((row[0] for timeline in rows.values() for row in timeline), default=1.0) or 1.0
@@ -329,13 +329,13 @@ def _memory_chart(runs: dict[str, Any]) -> str:
         marks.extend(_state_strip(plot, timeline, y))
         marks.append(
             f'<text x="{plot.left - 6}" y="{y + 9:.1f}" text-anchor="end">'
-            f"{_esc('pooled' if key == 'pooled' else 'unpooled')}</text>"
+            f"{esc('pooled' if key == 'pooled' else 'unpooled')}</text>"
         )
     legend = _legend(runs) + [(colour, name) for name, colour in STATES]
     return plot.svg("memory", marks, legend=legend)
 
 
-def _state_strip(plot: _Plot, timeline: Sequence[Sequence[Any]], y: float) -> list[str]:
+def _state_strip(plot: Plot, timeline: Sequence[Sequence[Any]], y: float) -> list[str]:
     """Rectangles along the x axis, one per stretch of one memory state."""
     colours = dict(STATES)
     out = []
@@ -345,7 +345,7 @@ def _state_strip(plot: _Plot, timeline: Sequence[Sequence[Any]], y: float) -> li
         state = row[4] or "normal"
         out.append(
             f'<rect class="mark" x="{x0:.1f}" y="{y:.1f}" width="{max(x1 - x0, 0.5):.1f}" '
-            f'height="{STRIP - 2}" fill="{colours.get(state, "#ced4da")}"><title>{_esc(state)}'
+            f'height="{STRIP - 2}" fill="{colours.get(state, "#ced4da")}"><title>{esc(state)}'
             f"</title></rect>"
         )
     return out
@@ -353,161 +353,3 @@ def _state_strip(plot: _Plot, timeline: Sequence[Sequence[Any]], y: float) -> li
 
 def _legend(runs: dict[str, Any]) -> list[tuple[str, str]]:
     return [(COLOURS[key], LABELS[key]) for key in runs]
-
-
-# --------------------------------------------------------------------------- drawing
-
-
-class _Plot:
-    """An x/y plot area in an SVG of a fixed size, with linear scales."""
-
-    def __init__(
-        self,
-        *,
-        x: tuple[float, float],
-        y: tuple[float, float],
-        x_label: str,
-        y_label: str,
-        height: int = HEIGHT,
-        left: int = LEFT,
-        strips: int = 0,
-    ) -> None:
-        self.x_range, self.y_range = x, y
-        self.x_label, self.y_label = x_label, y_label
-        self.left = left
-        self.height = height + (strips * STRIP + 4 if strips else 0)
-        self.inner_width = WIDTH - left - RIGHT
-        self.inner_height = height - TOP - BOTTOM
-
-    def strip_y(self, index: int) -> float:
-        """The top of strip *index* (0 first), below the x axis and its title."""
-        return TOP + self.inner_height + BOTTOM + index * STRIP
-
-    def sx(self, value: float) -> float:
-        lo, hi = self.x_range
-        return self.left + (value - lo) / ((hi - lo) or 1.0) * self.inner_width
-
-    def sy(self, value: float) -> float:
-        lo, hi = self.y_range
-        return TOP + self.inner_height - (value - lo) / ((hi - lo) or 1.0) * self.inner_height
-
-    def line(self, points: Iterable[Point], colour: str, *, step: bool = False) -> str:
-        """A polyline through *points* (a staircase with *step*) as a path."""
-        parts: list[str] = []
-        previous_y: float | None = None
-        for x, y in points:
-            px, py = self.sx(x), self.sy(y)
-            if not parts:
-                parts.append(f"M{px:.1f},{py:.1f}")
-            elif step and previous_y is not None:
-                parts.append(f"H{px:.1f}V{py:.1f}")
-            else:
-                parts.append(f"L{px:.1f},{py:.1f}")
-            previous_y = py
-        if not parts:
-            return ""
-        return (
-            f'<path class="mark" d="{"".join(parts)}" fill="none" stroke="{colour}" '
-            f'stroke-width="2" stroke-linejoin="round"/>'
-        )
-
-    def svg(
-        self,
-        name: str,
-        marks: Sequence[str],
-        *,
-        x_ticks: Sequence[tuple[float, str]] | None = None,
-        y_ticks: Sequence[tuple[float, str]] | None = None,
-        legend: Sequence[tuple[str, str]] = (),
-    ) -> str:
-        axes = self._axes(
-            x_ticks if x_ticks is not None else _linear_ticks(*self.x_range),
-            y_ticks if y_ticks is not None else _linear_ticks(*self.y_range),
-        )
-        total = self.height + (16 if legend else 0)
-        keys = []
-        x = self.left
-        for colour, label in legend:
-            keys.append(
-                f'<rect x="{x}" y="{total - 12}" width="10" height="10" fill="{colour}"/>'
-                f'<text x="{x + 14}" y="{total - 3}">{_esc(label)}</text>'
-            )
-            x += 24 + 6 * len(label)
-        keys_svg = "".join(keys)
-        return (
-            f'<svg class="chart" data-chart="{name}" viewBox="0 0 {WIDTH} {total}" '
-            f'width="{WIDTH}" height="{total}" role="img" aria-label="{_esc(name)} chart">'
-            f"{axes}{''.join(marks)}{keys_svg}</svg>"
-        )
-
-    def _axes(
-        self, x_ticks: Sequence[tuple[float, str]], y_ticks: Sequence[tuple[float, str]]
-    ) -> str:
-        bottom = TOP + self.inner_height
-        out = []
-        for value, label in y_ticks:
-            y = self.sy(value)
-            out.append(
-                f'<path class="grid" d="M{self.left},{y:.1f}H{self.left + self.inner_width}"/>'
-                f'<text x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">{_esc(label)}</text>'
-            )
-        for value, label in x_ticks:
-            x = self.sx(value)
-            out.append(
-                f'<path class="axis" d="M{x:.1f},{bottom}v4"/>'
-                f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{_esc(label)}</text>'
-            )
-        out.append(
-            f'<path class="axis" d="M{self.left},{TOP}V{bottom}H{self.left + self.inner_width}"/>'
-            f'<text x="{self.left + self.inner_width / 2:.1f}" y="{bottom + 32}" '
-            f'text-anchor="middle">{_esc(self.x_label)}</text>'
-        )
-        if self.y_label:
-            out.append(
-                f'<text transform="translate(14,{TOP + self.inner_height / 2:.1f}) rotate(-90)" '
-                f'text-anchor="middle">{_esc(self.y_label)}</text>'
-            )
-        return "".join(out)
-
-
-def _linear_ticks(lo: float, hi: float, count: int = 5) -> list[tuple[float, str]]:
-    span = hi - lo
-    if span <= 0:
-        return [(lo, f"{lo:g}")]
-    raw = span / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(lo / step) * step
-    ticks = []
-    value = first
-    while value <= hi + 1e-9:
-        ticks.append((value, f"{value:g}"))
-        value = round(value + step, 10)
-    return ticks
-
-
-def _log_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
-    """Ticks at 1, 2 and 5 times powers of ten between *lo* and *hi* (values in
-    log10 units, labels in the original unit)."""
-    ticks = []
-    for exponent in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10.0**exponent
-            if lo <= value <= hi * 1.05:
-                ticks.append((math.log10(value), f"{value:g}"))
-    return ticks or [(math.log10(lo), f"{lo:.3g}")]
-
-
-def _nice_floor(value: float) -> float:
-    """The largest 1, 2 or 5 times a power of ten at or below *value*."""
-    power = 10.0 ** math.floor(math.log10(value))
-    return max(m * power for m in (1, 2, 5) if m * power <= value * (1 + 1e-9))
-
-
-def _thin(points: list[Point], limit: int = 400) -> list[Point]:
-    """At most about *limit* points, the last one kept (a CDF must reach 100 %)."""
-    if len(points) <= limit:
-        return points
-    step = len(points) / limit
-    kept = [points[int(i * step)] for i in range(limit)]
-    return [*kept, points[-1]]
