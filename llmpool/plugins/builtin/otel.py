@@ -21,100 +21,30 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
-
-import attrs
 
 from llmpool._version import __version__
-from llmpool.exceptions import ConfigError, LLMPoolError, PluginLoadError
+from llmpool.exceptions import LLMPoolError, PluginLoadError
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
 from llmpool.plugins.builtin._settings import read_settings
-from llmpool.validators import boolean
-
-__all__ = ["OPERATION_NAMES", "OtelPlugin", "OtelSettings"]
-
-#: llmpool's operations as the conventions' ``gen_ai.operation.name`` values
-#: (an operation not listed keeps its own name).
-OPERATION_NAMES: Mapping[str, str] = {
-    "chat": "chat",
-    "complete": "text_completion",
-    "embed": "embeddings",
-}
-
-#: Bucket boundaries the conventions advise (seconds; tokens).
-DURATION_BUCKETS = tuple(round(0.01 * 2**i, 2) for i in range(14))  # 0.01 s ... 81.92 s
-TOKEN_BUCKETS = tuple(4**i for i in range(14))  # 1 ... 67,108,864
-
-#: Characters of an error message kept as the span's status description.
-_MAX_MESSAGE = 300
-
-#: The request payload keys read into ``gen_ai.request.*`` attributes.
-_REQUEST_PARAMS = (
-    ("max_tokens", "gen_ai.request.max_tokens"),
-    ("max_completion_tokens", "gen_ai.request.max_tokens"),
-    ("temperature", "gen_ai.request.temperature"),
-    ("top_p", "gen_ai.request.top_p"),
-    ("seed", "gen_ai.request.seed"),
+from llmpool.plugins.builtin.otel_support import (
+    DURATION_BUCKETS,
+    MAX_MESSAGE,
+    OPERATION_NAMES,
+    REQUEST_PARAMS,
+    TOKEN_BUCKETS,
+    Call,
+    OtelSettings,
+    error_attributes,
+    histogram,
+    input_messages,
+    retry_reason,
+    server_attributes,
 )
 
-
-def _optional_callable(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not callable(value):
-        raise ConfigError(
-            f"{attribute.name} must be a callable returning the pool's statistics "
-            f"(such as pool.get_stats), got {value!r}",
-            key=attribute.name,
-            value=value,
-        )
-
-
-def _server_url(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None:
-        return
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"{attribute.name} must be an http(s) URL such as the client's base_url, got {value!r}",
-            key=attribute.name,
-            value=value,
-        )
-
-
-@attrs.frozen(kw_only=True)
-class OtelSettings:
-    """The ``otel`` plugin's settings. Immutable."""
-
-    #: A TracerProvider; None for OpenTelemetry's global one.
-    tracer_provider: Any = None
-    #: A MeterProvider; None for OpenTelemetry's global one.
-    meter_provider: Any = None
-    #: Record prompts and completions (``gen_ai.input.messages``,
-    #: ``gen_ai.output.messages``). Off by default, as the conventions require.
-    capture_content: bool = attrs.field(default=False, validator=boolean)
-    #: Where the client's calls go (its base_url), for ``server.address`` and
-    #: ``server.port``: the plugin API does not tell a plugin the URL.
-    server_url: str | None = attrs.field(default=None, validator=_server_url)
-    #: A callable returning the pool's statistics (``pool.get_stats``); with it
-    #: the plugin reports gauges of connections in use, idle and callers waiting.
-    pool_stats: Callable[[], Mapping[str, Any]] | None = attrs.field(
-        default=None, validator=_optional_callable
-    )
-
-
-class _Call:
-    """One call's telemetry, kept in ``ctx.state["otel"]``. Confined to the call's thread."""
-
-    __slots__ = ("attempt_started", "attrs", "ended", "first_chunk", "span")
-
-    def __init__(self, span: Any, attributes: dict[str, Any]) -> None:
-        self.span = span
-        self.attrs = attributes  # the metric attributes
-        self.attempt_started = 0.0
-        self.first_chunk: float | None = None
-        self.ended = False
+__all__ = ["OPERATION_NAMES", "OtelPlugin", "OtelSettings"]
 
 
 class OtelPlugin(LLMPlugin):
@@ -166,24 +96,24 @@ class OtelPlugin(LLMPlugin):
             ) from exc
         self.settings = read_settings(OtelSettings, self.name, {**self._given, **context.settings})
         self._trace = trace
-        self._server = _server_attributes(self.settings.server_url)
+        self._server = server_attributes(self.settings.server_url)
         self.tracer = trace.get_tracer(
             "llmpool", __version__, tracer_provider=self.settings.tracer_provider
         )
         meter = metrics.get_meter(
             "llmpool", __version__, meter_provider=self.settings.meter_provider
         )
-        self.duration = _histogram(
+        self.duration = histogram(
             meter,
             "gen_ai.client.operation.duration",
             "s",
             "GenAI operation duration",
             DURATION_BUCKETS,
         )
-        self.tokens = _histogram(
+        self.tokens = histogram(
             meter, "gen_ai.client.token.usage", "{token}", "Number of tokens used", TOKEN_BUCKETS
         )
-        self.first_chunk = _histogram(
+        self.first_chunk = histogram(
             meter,
             "gen_ai.client.operation.time_to_first_chunk",
             "s",
@@ -236,8 +166,8 @@ class OtelPlugin(LLMPlugin):
     def on_retry(self, ctx: CallContext, attempt: int, error: Exception, delay: float) -> None:
         call = self._call(ctx, None)
         event = self._attempt_event(call, attempt, "retry")
-        event.update(_error_attributes(error))
-        event["llmpool.retry.reason"] = _reason(error)
+        event.update(error_attributes(error))
+        event["llmpool.retry.reason"] = retry_reason(error)
         event["llmpool.retry.delay"] = float(delay)
         call.span.add_event("llmpool.attempt", event)
 
@@ -265,12 +195,12 @@ class OtelPlugin(LLMPlugin):
             return  # a stream that broke: on_stream_end already recorded the error
         if ctx.attempt:
             event = self._final_attempt(ctx, call, "error")
-            event.update(_error_attributes(error))
+            event.update(error_attributes(error))
             call.span.add_event("llmpool.attempt", event)
         self._end(ctx, call, usage=None, finish=(), error=error)
 
     def on_stream_chunk(self, ctx: CallContext, chunk: Any) -> None:
-        call: _Call | None = ctx.state.get(self.name)
+        call: Call | None = ctx.state.get(self.name)
         if call is None or call.first_chunk is not None:
             return
         call.first_chunk = ctx.elapsed
@@ -299,7 +229,7 @@ class OtelPlugin(LLMPlugin):
             span.set_attribute("llmpool.request_id", str(request_id))
         event = self._final_attempt(ctx, call, "error" if error is not None else "ok")
         if error is not None:
-            event.update(_error_attributes(error))
+            event.update(error_attributes(error))
         span.add_event("llmpool.attempt", event)
         if self.settings.capture_content:
             self._output(call, getattr(stream, "text", None), finish_reason)
@@ -309,21 +239,21 @@ class OtelPlugin(LLMPlugin):
 
     # ------------------------------------------------------------------ the call's span
 
-    def _call(self, ctx: CallContext, request: Request | None) -> _Call:
+    def _call(self, ctx: CallContext, request: Request | None) -> Call:
         """The call's telemetry, its span started at the call's start on first use."""
-        call: _Call | None = ctx.state.get(self.name)
+        call: Call | None = ctx.state.get(self.name)
         if call is None:
             call = self._start(ctx, request)
             ctx.state[self.name] = call
         return call
 
-    def _start(self, ctx: CallContext, request: Request | None) -> _Call:
+    def _start(self, ctx: CallContext, request: Request | None) -> Call:
         operation = OPERATION_NAMES.get(ctx.operation, ctx.operation)
         model = ctx.model or ""
         common: dict[str, Any] = {
             "gen_ai.operation.name": operation,
             "gen_ai.provider.name": ctx.provider,
-            **(self._server or _server_attributes(ctx.base_url)),
+            **(self._server or server_attributes(ctx.base_url)),
         }
         if model:
             common["gen_ai.request.model"] = model
@@ -331,14 +261,14 @@ class OtelPlugin(LLMPlugin):
         attributes["llmpool.call_id"] = ctx.call_id
         payload = request.payload if request is not None else None
         if payload:
-            for key, name in _REQUEST_PARAMS:
+            for key, name in REQUEST_PARAMS:
                 value = payload.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     attributes[name] = value
             if request is not None and request.stream:
                 attributes["gen_ai.request.stream"] = True
             if self.settings.capture_content:
-                attributes["gen_ai.input.messages"] = _input_messages(payload)
+                attributes["gen_ai.input.messages"] = input_messages(payload)
         # The span starts when the call did (plugins before this one included).
         start = time.time_ns() - int((time.monotonic() - ctx.started) * 1e9)
         span = self.tracer.start_span(
@@ -347,15 +277,15 @@ class OtelPlugin(LLMPlugin):
             attributes=attributes,
             start_time=start,
         )
-        return _Call(span, common)
+        return Call(span, common)
 
-    def _attempt_event(self, call: _Call, attempt: int, outcome: str) -> dict[str, Any]:
+    def _attempt_event(self, call: Call, attempt: int, outcome: str) -> dict[str, Any]:
         event: dict[str, Any] = {"llmpool.attempt": attempt, "llmpool.attempt.outcome": outcome}
         if call.attempt_started:
             event["llmpool.attempt.duration"] = time.monotonic() - call.attempt_started
         return event
 
-    def _final_attempt(self, ctx: CallContext, call: _Call, outcome: str) -> dict[str, Any]:
+    def _final_attempt(self, ctx: CallContext, call: Call, outcome: str) -> dict[str, Any]:
         event = self._attempt_event(call, ctx.attempt, outcome)
         if ctx.connection_reused is not None:
             event["llmpool.connection.reused"] = ctx.connection_reused
@@ -365,7 +295,7 @@ class OtelPlugin(LLMPlugin):
             event["http.response.status_code"] = ctx.status_code
         return event
 
-    def _response(self, call: _Call, response: Any) -> None:
+    def _response(self, call: Call, response: Any) -> None:
         span = call.span
         response_id = getattr(response, "id", None)
         if isinstance(response_id, str) and response_id:
@@ -378,7 +308,7 @@ class OtelPlugin(LLMPlugin):
         if request_id:
             span.set_attribute("llmpool.request_id", str(request_id))
 
-    def _output(self, call: _Call, text: str | None, finish_reason: str | None) -> None:
+    def _output(self, call: Call, text: str | None, finish_reason: str | None) -> None:
         if text is None:
             return
         message: dict[str, Any] = {
@@ -392,7 +322,7 @@ class OtelPlugin(LLMPlugin):
     def _end(
         self,
         ctx: CallContext,
-        call: _Call,
+        call: Call,
         *,
         usage: Any,
         finish: Any,
@@ -422,71 +352,6 @@ class OtelPlugin(LLMPlugin):
             status = getattr(error, "status_code", None)
             if isinstance(status, int):
                 span.set_attribute("http.response.status_code", status)
-            span.set_status(self._trace.StatusCode.ERROR, str(error)[:_MAX_MESSAGE])
+            span.set_status(self._trace.StatusCode.ERROR, str(error)[:MAX_MESSAGE])
         self.duration.record(ctx.elapsed, attributes)
         span.end()
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _histogram(
-    meter: Any, name: str, unit: str, description: str, buckets: tuple[float, ...]
-) -> Any:
-    """A histogram with the conventions' advised buckets (opentelemetry-api
-    1.23+; older APIs take the SDK's defaults)."""
-    try:
-        return meter.create_histogram(
-            name,
-            unit=unit,
-            description=description,
-            explicit_bucket_boundaries_advisory=list(buckets),
-        )
-    except TypeError:  # pragma: no cover - opentelemetry-api < 1.23
-        return meter.create_histogram(name, unit=unit, description=description)
-
-
-def _server_attributes(url: str | None) -> dict[str, Any]:
-    if url is None:
-        return {}
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return {"server.address": parts.hostname, "server.port": port}
-
-
-def _error_attributes(error: BaseException) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"error.type": type(error).__name__}
-    status = getattr(error, "status_code", None)
-    if isinstance(status, int):
-        attributes["http.response.status_code"] = status
-    return attributes
-
-
-def _reason(error: BaseException) -> str:
-    """Why an attempt was retried, in a few words (never a body or a header)."""
-    status = getattr(error, "status_code", None)
-    if isinstance(status, int):
-        return f"HTTP {status}"
-    return type(error).__name__
-
-
-def _input_messages(payload: Mapping[str, Any]) -> str:
-    """The request's prompt in the conventions' ``gen_ai.input.messages`` shape (JSON)."""
-    messages = payload.get("messages")
-    if not isinstance(messages, list):
-        prompt = payload.get("prompt", payload.get("input"))
-        messages = [{"role": "user", "content": prompt}] if prompt is not None else []
-    shaped = []
-    for message in messages:
-        if not isinstance(message, Mapping):
-            continue
-        content = message.get("content")
-        parts = (
-            [{"type": "text", "content": content}]
-            if isinstance(content, str)
-            else list(content)
-            if isinstance(content, list)
-            else []
-        )
-        shaped.append({"role": message.get("role", "user"), "parts": parts})
-    return json.dumps(shaped, default=str)
