@@ -22,6 +22,7 @@ from llmpool.exceptions import ConfigError, PluginLoadError
 from llmpool.forking import reset_after_fork
 from llmpool.plugins.base import LLMPlugin, PluginContext
 from llmpool.plugins.dispatch import EMPTY_SNAPSHOT, HookDispatcher, build_snapshot
+from llmpool.plugins.instantiate import Rejected, instantiate, not_a_plugin
 from llmpool.plugins.loading import (
     PluginCandidate,
     PluginLoadFailure,
@@ -31,7 +32,6 @@ from llmpool.plugins.loading import (
     extension_candidates,
 )
 from llmpool.plugins.stats import PluginRecord
-from llmpool.plugins.validation import check_plugin
 
 __all__ = ["PluginManager"]
 
@@ -39,15 +39,6 @@ log = logging.getLogger(__name__)
 
 #: Load failures kept for stats(); older ones are dropped.
 MAX_LOAD_FAILURES = 100
-
-
-class _Rejected(Exception):
-    """A candidate that cannot be registered (internal)."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(reason)
-        self.name = name
-        self.reason = reason
 
 
 class PluginManager(HookDispatcher):
@@ -186,7 +177,7 @@ class PluginManager(HookDispatcher):
         signature, ``setup()`` raising, a name clash) is recorded and gives
         None, or raises PluginLoadError in strict mode.
         """
-        reason = _not_a_plugin(plugin)
+        reason = not_a_plugin(plugin)
         if reason is not None:
             label = str(getattr(plugin, "__qualname__", None) or repr(plugin))
             self._record_failure(PluginLoadFailure(label, source, reason), None, strict=True)
@@ -287,10 +278,10 @@ class PluginManager(HookDispatcher):
     ) -> LLMPlugin | None:
         name = candidate.name or candidate.default_name or repr(candidate.target)
         try:
-            plugin = _instantiate(candidate)
+            plugin = instantiate(candidate)
             name = plugin.name
             self._reserve(name, candidate.source)
-        except _Rejected as rejected:
+        except Rejected as rejected:
             self._record_failure(
                 PluginLoadFailure(rejected.name or name, candidate.source, rejected.reason),
                 rejected.__cause__,
@@ -298,7 +289,7 @@ class PluginManager(HookDispatcher):
             return None
         try:
             self._setup(plugin, settings)
-        except _Rejected as rejected:
+        except Rejected as rejected:
             with self._lock:
                 self._pending.pop(name, None)
             self._record_failure(
@@ -326,11 +317,11 @@ class PluginManager(HookDispatcher):
     def _reserve(self, name: str, source: str) -> None:
         with self._lock:
             if self._closed:
-                raise _Rejected(name, "the plugin manager is closed")
+                raise Rejected(name, "the plugin manager is closed")
             existing = self._records.get(name)
             other = existing.source if existing is not None else self._pending.get(name)
             if other is not None:
-                raise _Rejected(
+                raise Rejected(
                     name,
                     f"plugin name {name!r} from {source} clashes with the plugin "
                     f"already registered from {other}",
@@ -349,7 +340,7 @@ class PluginManager(HookDispatcher):
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # a plugin may not end the process
-            raise _Rejected(plugin.name, f"setup failed: {describe_error(exc)}") from exc
+            raise Rejected(plugin.name, f"setup failed: {describe_error(exc)}") from exc
 
     def _record_failure(
         self, failure: PluginLoadFailure, cause: BaseException | None, *, strict: bool = False
@@ -417,56 +408,3 @@ class PluginManager(HookDispatcher):
         except BaseException as exc:  # a plugin may not end the process (sys.exit() included)
             log.warning("plugin %s: stats() failed: %s", record.name, describe_error(exc))
             return {"error": describe_error(exc)}
-
-
-def _not_a_plugin(target: object) -> str | None:
-    """Why *target* is neither an LLMPlugin subclass nor an instance, or None."""
-    if isinstance(target, LLMPlugin):
-        return None
-    if isinstance(target, type):
-        if issubclass(target, LLMPlugin):
-            return None
-        return (
-            f"{target.__qualname__} is not an LLMPlugin subclass "
-            "(register_plugin() takes an LLMPlugin subclass or instance)"
-        )
-    return (
-        f"{target!r} is not an LLMPlugin "
-        "(register_plugin() takes an LLMPlugin subclass or instance)"
-    )
-
-
-def _instantiate(candidate: PluginCandidate) -> LLMPlugin:
-    """Turn a candidate into a validated LLMPlugin instance, or raise _Rejected."""
-    target = candidate.target
-    label = candidate.name or candidate.default_name or str(getattr(target, "__name__", target))
-    if isinstance(target, type):
-        if not issubclass(target, LLMPlugin):
-            raise _Rejected(label, f"{target.__qualname__} is not an LLMPlugin subclass")
-        try:
-            plugin = target()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # a plugin may not end the process
-            raise _Rejected(label, f"instantiation failed: {describe_error(exc)}") from exc
-    elif isinstance(target, LLMPlugin):
-        plugin = target
-    else:
-        raise _Rejected(label, f"{target!r} is not an LLMPlugin")
-    _assign_name(plugin, candidate)
-    problem = check_plugin(plugin)
-    if problem:
-        raise _Rejected(plugin.name or label, problem)
-    return plugin
-
-
-def _assign_name(plugin: LLMPlugin, candidate: PluginCandidate) -> None:
-    required = candidate.name
-    if required is not None and plugin.name and plugin.name != required:
-        raise _Rejected(
-            required,
-            f"the entry point {required!r} loads a plugin named {plugin.name!r}; "
-            "the names must match",
-        )
-    if not plugin.name:
-        plugin.name = required or candidate.default_name or ""
