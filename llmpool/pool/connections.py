@@ -75,7 +75,12 @@ class _DeadlineSocketIO(socket.SocketIO):
             if left <= 0:
                 raise TimeoutError("the call's deadline has passed")
             limit = budget.read_timeout
-            self._llm_sock.settimeout(left if limit is None or left < limit else limit)
+            want = left if limit is None or left < limit else limit
+            sock = self._llm_sock
+            # settimeout() releases the GIL for a system call: skip it while the
+            # read timeout, already set, is the nearer bound.
+            if want != sock.gettimeout():
+                sock.settimeout(want)
         return super().readinto(b)
 
 
