@@ -40,6 +40,7 @@ from llmpool.redaction import redact_url
 from llmpool.request_path import RequestPath
 from llmpool.retry import RetryPolicy
 from llmpool.streaming import Stream
+from llmpool.validators import TRANSPORTS
 from llmpool.wiring import make_memory, make_plugins, make_pool, resolve_base_url
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class Client(RequestPath):
         provider_options: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if transport not in ("urllib3", "requests"):
+        if transport not in TRANSPORTS:
             raise ConfigError(
                 f"transport must be 'urllib3' or 'requests', got {transport!r}",
                 key="transport",

@@ -128,7 +128,12 @@ def check_header(name: object, value: object, *, key: str = "headers") -> None:
         ) from None
 
 
-def check_headers(headers: Mapping[str, object], *, key: str = "headers") -> None:
-    """:func:`check_header` for every item of *headers*."""
+def check_headers(headers: object, *, key: str = "headers") -> None:
+    """:func:`check_header` for every item of *headers*, which must be a mapping."""
+    if not isinstance(headers, Mapping):
+        raise ConfigError(
+            f"{key} must map header names to string values, got {type(headers).__name__}",
+            key=key,
+        )
     for name, value in headers.items():
         check_header(name, value, key=key)

@@ -137,7 +137,7 @@ class Stream:
     def text(self) -> str:
         """The text received so far; only its last characters when it outgrew
         the client's ``max_stream_text`` (then ``text_truncated`` is True)."""
-        return "".join(self._core.parts)
+        return self._core.text
 
     @property
     def text_truncated(self) -> bool:

@@ -383,10 +383,5 @@ def checked_headers(
     ConfigError naming *key* and the header, never the value, otherwise."""
     if headers is None:
         return {}
-    if not isinstance(headers, Mapping):
-        raise ConfigError(
-            f"{key} must map header names to string values, got {type(headers).__name__}",
-            key=key,
-        )
     check_headers(headers, key=key)
     return headers
