@@ -46,6 +46,7 @@ from llmpool.exceptions import (
     ReadTimeout,
     RequestTimeoutError,
     ResponseTooLarge,
+    StateBackendError,
     StreamError,
     StreamInterrupted,
     TLSError,
@@ -70,6 +71,7 @@ from llmpool.params import CallParams
 from llmpool.plugins import ILLMPlugin, LLMPlugin, PluginManager
 from llmpool.pool import ConnectionPool, IConnectionPool
 from llmpool.retry import RetryPolicy
+from llmpool.state import StateConfig
 from llmpool.streaming import Stream
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -124,6 +126,8 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseTooLarge",
     "RetryPolicy",
+    "StateBackendError",
+    "StateConfig",
     "Stream",
     "StreamError",
     "StreamInterrupted",

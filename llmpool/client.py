@@ -39,6 +39,7 @@ from llmpool.providers import Provider, load_provider
 from llmpool.redaction import redact_url
 from llmpool.request_path import RequestPath
 from llmpool.retry import RetryPolicy
+from llmpool.state import StateBackend, StateConfig, open_backend
 from llmpool.streaming import Stream
 from llmpool.validators import TRANSPORTS
 from llmpool.wiring import make_memory, make_plugins, make_pool, resolve_base_url
@@ -74,6 +75,9 @@ class Client(RequestPath):
     entry points, overridden by ``LLMPOOL_PLUGINS``) or plugin objects, or a
     :class:`~llmpool.PluginManager`. *timeout* bounds each attempt's connect
     and reads; *deadline* bounds a whole call, retries and waits included.
+    *state* is a :class:`~llmpool.StateConfig` (the client builds and owns
+    the backend: in-process by default, Redis to share rate limits and the
+    cache between processes) or a :class:`~llmpool.state.StateBackend` to share.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Client(RequestPath):
         plugin_dirs: Sequence[str] = (),
         plugins_strict: bool = False,
         provider_options: Mapping[str, Any] | None = None,
+        state: StateBackend | StateConfig | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if transport not in TRANSPORTS:
@@ -144,10 +149,13 @@ class Client(RequestPath):
             self._transport, secret_headers=self._provider.secret_headers
         )
         try:
+            self._state, self._owns_state = open_backend(state)
             self._plugins, self._owns_plugins = make_plugins(
-                plugins, plugin_settings, plugin_dirs, strict=plugins_strict
+                plugins, plugin_settings, plugin_dirs, strict=plugins_strict, state=self._state
             )
         except BaseException:
+            if getattr(self, "_owns_state", False):
+                self._state.close()
             if self._owns_pool:
                 self._pool.close()  # nothing else to undo: plugins load before the memory thread
             raise
@@ -184,6 +192,7 @@ class Client(RequestPath):
             )
         clone = copy.copy(self)
         clone._owns_pool = clone._owns_plugins = clone._owns_memory = False
+        clone._owns_state = False
         clone._lock = threading.Lock()
         clone._counters = dict.fromkeys(self._counters, 0)
         clone._errors = {}
@@ -344,6 +353,7 @@ class Client(RequestPath):
             "pool": self._pool.get_stats(),
             "memory": self._memory.stats() if self._memory is not None else {},
             "plugins": self._plugins.stats() if self._plugins is not None else {},
+            "state": self._state.stats(),
         }
 
     @property
@@ -367,6 +377,11 @@ class Client(RequestPath):
         return self._memory
 
     @property
+    def state(self) -> StateBackend:
+        """The shared-state backend the plugins use (in-process by default)."""
+        return self._state
+
+    @property
     def provider(self) -> Provider:
         """The provider that shapes requests and parses responses."""
         return self._provider
@@ -380,6 +395,8 @@ class Client(RequestPath):
             self._plugins.close()
         if self._owns_memory and self._memory is not None:
             self._memory.close()
+        if self._owns_state:
+            self._state.close()
         if self._owns_pool:
             self._pool.close()
 

@@ -20,6 +20,7 @@ import attrs
 from llmpool.exceptions import ConfigError
 from llmpool.options import OPTION_NAMES, ClientOptions
 from llmpool.redaction import mask, mask_headers, redact_url
+from llmpool.state.config import StateConfig
 from llmpool.validators import (
     MAX_CONNECTIONS,
     MAX_ENTRIES,
@@ -240,6 +241,8 @@ class ClientConfig:
     connection_pool: PoolConfig = attrs.field(factory=PoolConfig)
     memory: MemoryConfig | None = None
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    #: Where rate limits, cached answers and cool-downs live (llmpool.state).
+    state: StateConfig = attrs.field(factory=StateConfig)
     #: The file it came from (None for a dict or defaults).
     source: str | None = None
 
@@ -257,6 +260,7 @@ class ClientConfig:
             "plugin_dirs": self.plugins.plugin_dirs,
             "plugins_strict": self.plugins.strict,
             "memory": self.memory,
+            "state": self.state,
             "transport": c.transport,
             **attrs.asdict(c.options(), recurse=False),
         }
@@ -281,6 +285,8 @@ class ClientConfig:
             pool = out["connection_pool"]
             if pool.get("proxy_url"):
                 pool["proxy_url"] = redact_url(pool["proxy_url"])
+            if out["state"]["url"]:
+                out["state"]["url"] = redact_url(out["state"]["url"])
             client["default_headers"] = mask_headers(client["default_headers"], secret_headers)
         return out
 

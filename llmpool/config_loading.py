@@ -30,6 +30,7 @@ from llmpool.config_yaml import read_yaml
 from llmpool.exceptions import ConfigError
 from llmpool.redaction import is_secret_header
 from llmpool.retry import RetryPolicy
+from llmpool.state.config import StateConfig
 from llmpool.validators import holds_credentials
 
 # ClientConfig, what load_config returns, is re-exported for callers that need both.
@@ -55,6 +56,7 @@ ENV_VARS: dict[str, str] = {
     "LLMPOOL_MAX_MEMORY_MB": "memory.max_memory_mb",
     "LLMPOOL_PLUGINS": "plugins.names",
     "LLMPOOL_PLUGIN_DIRS": "plugins.plugin_dirs",
+    "LLMPOOL_STATE_URL": "state.url",
 }
 
 #: The API key variable read for each provider when none is configured.
@@ -65,6 +67,7 @@ _SECTIONS: dict[str, Any] = {
     "connection_pool": PoolConfig,
     "memory": MemoryConfig,
     "plugins": PluginsConfig,
+    "state": StateConfig,
 }
 
 
@@ -160,7 +163,7 @@ def _from_env(var: str, key: str, raw: str) -> Any:
         sep = "," if key == "plugins.names" else os.pathsep
         return [p.strip() for p in raw.split(sep) if p.strip()]
     field = key.rsplit(".", 1)[1]
-    if field in ("base_url", "api_key", "provider", "transport"):
+    if field in ("base_url", "api_key", "provider", "transport", "url"):
         return raw
     where: dict[str, Any] = {"key": key, "value": raw, "file": f"environment {var}"}
     if key in _INT_ENV_KEYS:
@@ -241,6 +244,9 @@ def _secret_keys(data: Mapping[str, Any]) -> list[str]:
     pool = data.get("connection_pool")
     if isinstance(pool, dict) and holds_credentials(pool.get("proxy_url")):
         found.append("connection_pool.proxy_url")
+    state = data.get("state")
+    if isinstance(state, dict) and holds_credentials(state.get("url")):
+        found.append("state.url")
     return found
 
 

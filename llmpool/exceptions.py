@@ -37,6 +37,7 @@ surface: the transport translates at exactly one boundary and chains the cause
     ├── DeadlineExceeded             the call's total time budget is spent
     ├── MemoryPressureError          the memory manager sheds load
     ├── RateLimitExceeded            the ratelimit plugin waited too long
+    ├── StateBackendError            the shared-state backend (Redis) failed, policy deny
     ├── PluginError                  a critical plugin raised during a call
     └── PluginLoadError              a plugin could not be loaded (strict mode)
 
@@ -100,6 +101,7 @@ __all__ = [
     "ReadTimeout",
     "RequestTimeoutError",
     "ResponseTooLarge",
+    "StateBackendError",
     "StreamError",
     "StreamInterrupted",
     "TLSError",
@@ -257,6 +259,23 @@ class RateLimitExceeded(LLMPoolError):
     retryable = True
     model: str
     waited: float
+
+
+class StateBackendError(LLMPoolError):
+    """The shared-state backend (Redis) could not be reached or refused the
+    command (refused, timed out, ``READONLY``, restarting), and the state's
+    ``on_backend_error`` policy is ``deny``.
+
+    Raised before the call is sent (no request reached the server), never
+    after an answer arrived. Attributes: ``backend``, ``operation`` and
+    ``reason`` (the error's class name; never the URL or a password). Safe
+    to retry once the backend is back.
+    """
+
+    retryable = True
+    backend: str
+    operation: str
+    reason: str
 
 
 class PluginError(LLMPoolError):

@@ -141,6 +141,9 @@ class CallContext:
     provider: str = "openai"
     call_id: int = attrs.field(factory=lambda: next(_call_ids))
     started: float = attrs.field(factory=time.monotonic)
+    #: The monotonic instant at which the call's deadline ends (None: no deadline);
+    #: a plugin that waits (for a rate limit, for shared state) never waits past it.
+    deadline: float | None = None
     #: Attempts made so far (1 on the first try).
     attempt: int = 0
     #: Retries made so far (attempt - 1 once the call ends).

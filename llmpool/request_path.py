@@ -89,6 +89,7 @@ class RequestPath:
         ctx = CallContext(
             operation=operation, model=model, provider=self._provider.name, base_url=self.base_url
         )
+        ctx.deadline = budget.expires_at
         request = self._prepare(request, extra_headers, idempotency_key)
         plugins = self._plugins
         if plugins is not None and plugins.has("before_request"):

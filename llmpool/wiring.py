@@ -16,6 +16,7 @@ from llmpool.exceptions import ConfigError
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.interfaces import Transport
 from llmpool.providers import Provider
+from llmpool.state import StateBackend
 
 if TYPE_CHECKING:
     from llmpool.memory import MemoryManager
@@ -61,6 +62,7 @@ def make_plugins(
     dirs: Sequence[str],
     *,
     strict: bool = False,
+    state: StateBackend | None = None,
 ) -> tuple[PluginManager | None, bool]:
     from llmpool.plugins import PluginManager, resolve_plugin_names
 
@@ -70,7 +72,7 @@ def make_plugins(
     names = resolve_plugin_names([p for p in (plugins or ()) if isinstance(p, str)])
     if not names and not objects and not dirs:
         return None, False
-    manager = PluginManager(strict=strict)
+    manager = PluginManager(strict=strict, state=state)
     try:
         if names:
             manager.load_entry_points(names, settings=settings)

@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from llmpool.models import CallContext, Request
+from llmpool.state.base import StateBackend
 
 __all__ = [
     "HOOKS",
@@ -77,12 +78,16 @@ class PluginContext:
     ``settings`` is the plugin's own mapping from configuration (empty when
     none was given); ``logger`` is ``llmpool.plugins.<name>``; ``client_name``
     names the client that owns the plugin manager, when it has one.
+    ``state`` is the client's shared-state backend (see :mod:`llmpool.state`;
+    None outside a client): a plugin that keeps budgets or caches uses it
+    when it is ``shared``, and its own in-process state otherwise.
     """
 
     name: str
     settings: Mapping[str, Any] = attrs.field(factory=dict)
     logger: logging.Logger = attrs.field(repr=False)
     client_name: str | None = None
+    state: StateBackend | None = attrs.field(default=None, repr=False)
 
 
 class LLMPlugin:

@@ -32,6 +32,7 @@ from llmpool.plugins.loading import (
     extension_candidates,
 )
 from llmpool.plugins.stats import PluginRecord
+from llmpool.state.base import StateBackend
 
 __all__ = ["PluginManager"]
 
@@ -59,6 +60,9 @@ class PluginManager(HookDispatcher):
     fails the call: an :class:`~llmpool.exceptions.LLMPoolError` as it is,
     anything else as :class:`~llmpool.exceptions.PluginError` from it.
 
+    *state* is the shared-state backend every plugin receives in its
+    :class:`~llmpool.plugins.PluginContext` (the client passes its own).
+
     *strict* turns load failures into
     :class:`~llmpool.exceptions.PluginLoadError`; otherwise they are logged
     and kept in :attr:`load_failures` and ``stats()``.
@@ -73,6 +77,7 @@ class PluginManager(HookDispatcher):
         clock: Callable[[], float] = time.monotonic,
         log_interval: float = 60.0,
         client_name: str | None = None,
+        state: StateBackend | None = None,
     ) -> None:
         if not isinstance(failure_threshold, int) or failure_threshold < 1:
             raise ConfigError(
@@ -89,6 +94,7 @@ class PluginManager(HookDispatcher):
         self._clock = clock
         self._log_interval = log_interval
         self._client_name = client_name
+        self._state = state
         # Guards _records, _pending, _failures and _closed, and serialises
         # snapshot rebuilds. Never held across a plugin call or a log call.
         self._lock = threading.RLock()
@@ -334,6 +340,7 @@ class PluginManager(HookDispatcher):
             settings=dict(settings or {}),
             logger=logging.getLogger(f"llmpool.plugins.{plugin.name}"),
             client_name=self._client_name,
+            state=self._state,
         )
         try:
             plugin.setup(context)

@@ -11,6 +11,7 @@ import pytest
 import llmpool
 from llmpool.config import ClientSettings, MemoryConfig, PluginsConfig, PoolConfig
 from llmpool.config_loading import load_config
+from llmpool.state import StateConfig
 
 
 def _every_key(tmp_path: Path) -> dict[str, Any]:
@@ -87,6 +88,13 @@ def _every_key(tmp_path: Path) -> dict[str, Any]:
             "max_operations": 16,
             "pressure_repeat": 5.0,
         },
+        "state": {
+            "url": "redis://127.0.0.1:9/3",
+            "backend": "redis",
+            "key_prefix": "llmpool-test",
+            "timeout": 0.5,
+            "on_backend_error": "deny",
+        },
         "plugins": {
             "names": ["usage"],
             "settings": {"usage": {"max_models": 7}},
@@ -104,6 +112,7 @@ def test_the_configuration_sets_every_key(tmp_path: Path) -> None:
         ("connection_pool", PoolConfig),
         ("memory", MemoryConfig),
         ("plugins", PluginsConfig),
+        ("state", StateConfig),
     ]:
         assert set(data[section]) == set(attrs.fields_dict(cls)), section
         defaults = cls()
@@ -132,3 +141,6 @@ def test_every_key_reaches_the_client(tmp_path: Path) -> None:
         usage = plugins.get("usage")
         assert usage is not None and usage.settings.max_models == 7  # type: ignore[attr-defined]
         assert plugins.get("from-dir") is not None  # plugin_dirs reached the manager
+        state = client.state
+        assert state.name == "redis" and state.on_backend_error == "deny"
+        assert state.config == config.state  # type: ignore[attr-defined]

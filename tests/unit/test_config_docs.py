@@ -19,6 +19,7 @@ SECTIONS = [
     ("connection_pool", llmpool.PoolConfig),
     ("memory", llmpool.MemoryConfig),
     ("plugins", PluginsConfig),
+    ("state", llmpool.StateConfig),
 ]
 
 

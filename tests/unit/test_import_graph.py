@@ -110,3 +110,21 @@ def test_third_party_boundaries() -> None:
     assert _importers("urllib3.exceptions") == {"pool/transport.py"}
     psutil_users = _importers("psutil")
     assert psutil_users and all(p.startswith("memory/") for p in psutil_users)
+
+
+def test_only_state_redis_imports_redis() -> None:
+    """redis (the optional extra) is imported by state/redis.py alone, which
+    nothing imports at module level: only a configuration that chooses it loads it."""
+    assert _importers("redis") == {"state/redis.py"}
+    graph = _graph()
+    assert [name for name, targets in graph.items() if "llmpool.state.redis" in targets] == [
+        "llmpool.state"
+    ]
+
+
+def test_state_keeps_to_values() -> None:
+    """DESIGN.md: state/ imports values only, never pool/, memory/ or plugins/ (plugins use it)."""
+    rooms = ("llmpool.pool", "llmpool.memory", "llmpool.plugins", "llmpool.client")
+    for name, targets in _graph().items():
+        if name == "llmpool.state" or name.startswith("llmpool.state."):
+            assert not [t for t in targets if t.startswith(rooms)], name

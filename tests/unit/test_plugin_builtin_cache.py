@@ -11,7 +11,7 @@ import pytest
 
 from llmpool.models import CallContext, ChatCompletion, Embeddings, Request
 from llmpool.plugins import PluginManager
-from llmpool.plugins.builtin.cache import ENTRY_OVERHEAD, CachePlugin
+from llmpool.plugins.builtin.cache import ENTRY_OVERHEAD, CachePlugin, cache_key
 
 
 class Clock:
@@ -92,14 +92,28 @@ def test_streamed_request_is_not_cached() -> None:
     assert entries(manager) == 0
 
 
-def test_headers_are_not_part_of_the_key_but_body_and_path_are() -> None:
-    """Different headers hit the same entry; a different body or path does not."""
+def test_credentials_body_and_path_are_part_of_the_key_other_headers_not() -> None:
+    """Two API keys never share an entry; other headers (an Idempotency-Key) do;
+    a different body or path does not."""
     manager = load()
     stored = result("stored")
-    call(manager, chat().replace(headers={"Authorization": "Bearer a"}), stored)
-    assert call(manager, chat().replace(headers={"Authorization": "Bearer b"}), None) is stored
+    key_a = {"Authorization": "Bearer a", "Idempotency-Key": "1", "X-Team": "red"}
+    call(manager, chat().replace(headers=key_a), stored)
+    same_key = {"Authorization": "Bearer a", "Idempotency-Key": "2", "X-Team": "blue"}
+    assert call(manager, chat().replace(headers=same_key), None) is stored
+    other_key = chat().replace(headers={"Authorization": "Bearer b"})
+    assert call(manager, other_key, result("b")).id == "b"
+    assert call(manager, chat().replace(headers={"x-api-key": "a"}), result("x")).id == "x"
     assert call(manager, chat("other"), result("other")).id == "other"
     assert call(manager, chat().replace(path="/v2/chat"), result("path")).id == "path"
+
+
+def test_the_key_holds_no_secret_and_no_prompt_text() -> None:
+    """The key is a digest: neither the API key nor the prompt can be read in it."""
+    request = chat("my secret prompt").replace(headers={"Authorization": "Bearer sk-live-123"})
+    key = cache_key("openai", request, "http://h/v1")
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert cache_key("openai", request, "http://other/v1") != key
 
 
 def test_key_ignores_payload_key_order() -> None:

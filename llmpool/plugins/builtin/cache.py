@@ -1,30 +1,37 @@
-"""The ``cache`` plugin: an LRU of results for deterministic requests.
+"""The ``cache`` plugin: answers repeated deterministic requests.
 
 A request is deterministic when it is not streamed and its payload has
 ``temperature`` 0 (or it is an embeddings call, with ``embeddings: true``).
-The key is a sha256 of the provider, the path and the canonical JSON of the
-payload; headers are not part of it. The cache is bounded in entries and in
-bytes (estimated from the result's raw JSON), and cleared when the memory
-manager reports the ``gc`` level or above.
+The key is a sha256 of the provider, the credential scope (the base URL and
+the credential headers, hashed: two API keys never share entries), the path
+and the canonical JSON of the payload (model and parameters); no secret and
+no prompt text can be read from it.
+
+Where entries live follows the client's state backend: with a shared one
+(Redis) every process reads what any process stored, as JSON (never
+pickle), with a TTL and a per-entry size cap; otherwise an in-process LRU
+bounded in entries and bytes, cleared when the memory manager reports the
+``gc`` level or above. A failing shared backend is a miss (and a store that
+fails is dropped): the cache never fails a call nor loses its answer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from llmpool.exceptions import ConfigError
+from llmpool.exceptions import ConfigError, StateBackendError
 from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext, level_name
+from llmpool.plugins.builtin import cache_codec
 from llmpool.plugins.builtin._settings import read_settings
+from llmpool.state import MemoryBackend, StateBackend, cache_digest, credential_scope
 from llmpool.validators import boolean, optional, positive_int, positive_number
 
 __all__ = ["CachePlugin", "CacheSettings", "cache_key"]
@@ -54,20 +61,21 @@ class CacheSettings:
     max_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=positive_int)
     #: Upper bound of the number of entries.
     max_entries: int = attrs.field(default=1024, validator=positive_int)
-    #: Seconds an entry stays valid (None: until evicted).
+    #: Seconds an entry stays valid (None: until evicted; one hour in a shared cache).
     ttl: float | None = attrs.field(default=None, validator=optional(positive_number))
+    #: The largest entry a shared cache stores (its encoded bytes).
+    max_entry_bytes: int = attrs.field(default=1024 * 1024, validator=positive_int)
     #: Cache embeddings calls too (they are deterministic without a temperature).
     embeddings: bool = attrs.field(default=True, validator=boolean)
     #: Memory pressure levels that clear the cache.
     clear_on: tuple[str, ...] = attrs.field(default=CLEAR_ON, converter=_level_names)
 
 
-def cache_key(provider: str, request: Request) -> str:
-    """The cache key of *request*: sha256 of provider, path and canonical JSON payload."""
-    body = json.dumps(
-        request.payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    )
-    return hashlib.sha256(f"{provider}\n{request.path}\n{body}".encode()).hexdigest()
+def cache_key(provider: str, request: Request, base_url: str | None = None) -> str:
+    """The cache key of *request* (a hex digest): provider, credential scope
+    (*base_url* and the credential headers), path and canonical JSON payload."""
+    scope = credential_scope(request.headers, base_url)
+    return cache_digest(provider, scope, request.path, request.payload)
 
 
 def _estimate_size(result: Any) -> int:
@@ -79,39 +87,44 @@ def _estimate_size(result: Any) -> int:
     return len(encoded) + ENTRY_OVERHEAD
 
 
-class _Entry:
-    __slots__ = ("expires", "result", "size")
-
-    def __init__(self, result: Any, size: int, expires: float | None) -> None:
-        self.result = result
-        self.size = size
-        self.expires = expires
-
-
 class CachePlugin(LLMPlugin):
-    """Answers repeated deterministic requests from memory.
+    """Answers repeated deterministic requests from the cache.
 
-    Thread-safe: one lock guards the LRU and its counters; sizes and keys
-    are computed outside it. Results are immutable values, shared as they are.
+    Thread-safe: the store (an in-process LRU or the shared backend) guards
+    itself; one lock guards the counters; keys, sizes and encodings are
+    computed outside it. Results are immutable values, shared as they are.
     """
 
     name = "cache"
-    version = "1.0"
+    version = "1.1"
     priority = 10  # first: a hit skips everything else in before_request
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.settings = CacheSettings()
-        # Guards _entries, _bytes and the counters.
+        # Guards the counters.
         self._lock = threading.Lock()
         reset_after_fork(self, renew_lock)
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._bytes = 0
-        self._hits = self._misses = self._stores = self._evictions = 0
-        self._too_large = self._expired = self._clears = 0
+        self._store: StateBackend = self._local()
+        self._hits = self._misses = self._stores = 0
+        self._too_large = self._backend_errors = self._undecodable = 0
+
+    def _local(self) -> MemoryBackend:
+        return MemoryBackend(
+            max_cache_entries=self.settings.max_entries,
+            max_cache_bytes=self.settings.max_bytes,
+            clock=self._clock,
+        )
 
     def setup(self, context: PluginContext) -> None:
         self.settings = read_settings(CacheSettings, self.name, context.settings)
+        state = context.state
+        self._store = state if state is not None and state.shared else self._local()
+
+    @property
+    def shared(self) -> bool:
+        """Whether entries live in a shared backend (Redis)."""
+        return self._store.shared
 
     def _cacheable(self, ctx: CallContext, request: Request) -> bool:
         payload = request.payload
@@ -125,74 +138,76 @@ class CachePlugin(LLMPlugin):
     def before_request(self, ctx: CallContext, request: Request) -> Any:
         if not self._cacheable(ctx, request):
             return None
-        key = cache_key(ctx.provider, request)
+        key = cache_key(ctx.provider, request, ctx.base_url)
         ctx.state[self.name] = key
-        now = self._clock()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry.expires is not None and now >= entry.expires:
-                self._drop(key)
-                self._expired += 1
-                entry = None
-            if entry is None:
-                self._misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self._hits += 1
-            return entry.result
+        try:
+            found = self._store.cache_get(key, timeout=_time_left(ctx))
+        except StateBackendError:
+            found = None
+            self._count("_backend_errors")
+        if found is not None and self._store.shared:
+            found = cache_codec.decode(found)
+            if found is None:
+                self._count("_undecodable")
+        self._count("_misses" if found is None else "_hits")
+        return found
 
     def after_response(self, ctx: CallContext, request: Request, response: Any) -> None:
         key = ctx.state.get(self.name)
         if key is None or response is None or ctx.state.get("answered_by"):
             return
-        size = _estimate_size(response) + len(key)
-        ttl = self.settings.ttl
-        expires = self._clock() + ttl if ttl is not None else None
-        with self._lock:
-            if size > self.settings.max_bytes:
-                self._too_large += 1
+        value: Any = response
+        if self._store.shared:
+            value = cache_codec.encode(response)
+            if value is None:
                 return
-            if key in self._entries:
-                self._drop(key)
-            self._entries[key] = _Entry(response, size, expires)
-            self._bytes += size
-            self._stores += 1
-            while self._bytes > self.settings.max_bytes or (
-                len(self._entries) > self.settings.max_entries
-            ):
-                self._drop(next(iter(self._entries)))
-                self._evictions += 1
+            size = len(value)
+            if size > self.settings.max_entry_bytes:
+                self._count("_too_large")
+                return
+        else:
+            size = _estimate_size(response) + len(key)
+        try:
+            stored = self._store.cache_set(
+                key, value, size=size, ttl=self.settings.ttl, timeout=_time_left(ctx)
+            )
+        except StateBackendError:
+            self._count("_backend_errors")  # the answer still goes to the caller
+            return
+        if stored:  # the in-process store counts what it refused as too large
+            self._count("_stores")
 
-    def _drop(self, key: str) -> None:
-        """Remove *key*. Called with the lock held."""
-        entry = self._entries.pop(key)
-        self._bytes -= entry.size
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
 
     def on_memory_pressure(self, level: object, report: object) -> None:
         if level_name(level) in self.settings.clear_on:
             self.clear()
 
     def clear(self) -> None:
-        """Drop every entry."""
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-            self._clears += 1
+        """Drop every entry of this process (a shared cache is left alone)."""
+        self._store.cache_clear()
 
     def teardown(self) -> None:
         self.clear()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {
-                "entries": len(self._entries),
-                "bytes": self._bytes,
-                "max_bytes": self.settings.max_bytes,
+            own = {
                 "hits": self._hits,
                 "misses": self._misses,
                 "stores": self._stores,
-                "evictions": self._evictions,
-                "expired": self._expired,
                 "too_large": self._too_large,
-                "clears": self._clears,
+                "backend_errors": self._backend_errors,
+                "undecodable": self._undecodable,
             }
+        store = dict(self._store.cache_stats())
+        store["too_large"] = store.get("too_large", 0) + own.pop("too_large")
+        return {"backend": self._store.name, **own, **store}
+
+
+def _time_left(ctx: CallContext) -> float | None:
+    """Seconds left of the call's deadline (None: no deadline)."""
+    deadline = getattr(ctx, "deadline", None)
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,37 +1,54 @@
-"""The ``ratelimit`` plugin: client-side token buckets per model.
+"""The ``ratelimit`` plugin: requests and tokens per minute, per (scope, model).
 
-Two buckets per model: requests per minute and tokens per minute. A call
-takes one request token in ``before_request``; its tokens are charged when
-it ends (``usage.total_tokens``), which may leave the tokens bucket in debt:
-the next call of that model then waits until the debt is refilled. Waiting
-happens outside any lock, up to ``timeout`` seconds, then the call fails
-with :class:`~llmpool.exceptions.RateLimitExceeded`. The plugin is critical,
-so that exception reaches the caller.
+A sliding window: at most ``requests_per_minute`` calls and
+``tokens_per_minute`` tokens in any ``window`` seconds (60 by default;
+budgets scale with it). A call reserves its tokens before it is sent (its
+``max_tokens``, or ``default_max_tokens``, plus its prompt estimated at one
+token per four bytes of the body) and the reservation is replaced by the
+usage the server reports when it ends. Admission is atomic in the client's
+state backend: in this process by default, in Redis when the client's state
+is shared, where every process and host spends one budget (one round trip
+per admission, timed by Redis's clock).
+
+A call that finds no room waits (outside any lock) until the window has
+room, up to ``timeout`` seconds and never past the call's deadline, then
+fails with :class:`~llmpool.exceptions.RateLimitExceeded`. When the backend
+fails, ``on_backend_error: allow`` lets the call go (counted), ``deny``
+fails it with :class:`~llmpool.exceptions.StateBackendError`. The plugin is
+critical, so these exceptions reach the caller.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from llmpool.exceptions import ConfigError, RateLimitExceeded
+from llmpool.exceptions import ConfigError, RateLimitExceeded, StateBackendError
 from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
 from llmpool.plugins.builtin._settings import read_settings
-from llmpool.validators import non_negative_number, optional, positive_int, positive_number
+from llmpool.state import MemoryBackend, RateLimits, StateBackend, credential_scope
+from llmpool.validators import (
+    non_negative_int,
+    non_negative_number,
+    optional,
+    optional_str,
+    positive_int,
+    positive_number,
+)
 
-__all__ = ["RateLimitPlugin", "RateLimitSettings", "TokenBucket"]
+__all__ = ["RateLimitPlugin", "RateLimitSettings"]
 
 
 @attrs.frozen(kw_only=True)
 class RateLimitSettings:
-    """The ``ratelimit`` plugin's settings. Immutable. None disables a bucket."""
+    """The ``ratelimit`` plugin's settings. Immutable. None disables a budget."""
 
     requests_per_minute: float | None = attrs.field(
         default=None, validator=optional(positive_number)
@@ -39,7 +56,14 @@ class RateLimitSettings:
     tokens_per_minute: float | None = attrs.field(default=None, validator=optional(positive_number))
     #: Longest wait for capacity, in seconds (0: fail at once).
     timeout: float = attrs.field(default=30.0, validator=non_negative_number)
-    #: Models tracked; the least recently used model's buckets are dropped beyond it.
+    #: The sliding window, in seconds; the budgets are per minute, scaled to it.
+    window: float = attrs.field(default=60.0, validator=positive_number)
+    #: The budget's name, shared by every process that names it (default: a
+    #: digest of the base URL and the API key, so one key spends one budget).
+    scope: str | None = attrs.field(default=None, validator=optional_str)
+    #: Completion tokens reserved for a call that sets no max_tokens.
+    default_max_tokens: int = attrs.field(default=0, validator=non_negative_int)
+    #: Windows kept in process (least recently used dropped beyond it).
     max_models: int = attrs.field(default=256, validator=positive_int)
 
     def __attrs_post_init__(self) -> None:
@@ -50,65 +74,37 @@ class RateLimitSettings:
                 value=None,
             )
 
-
-class TokenBucket:
-    """A token bucket holding up to one minute of *per_minute*, refilled continuously.
-
-    Not thread-safe on its own: the plugin's lock guards every bucket.
-    """
-
-    __slots__ = ("capacity", "level", "rate", "updated")
-
-    def __init__(self, per_minute: float, now: float) -> None:
-        self.capacity = per_minute
-        self.rate = per_minute / 60.0
-        self.level = per_minute
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        """Add what accrued since the last update (never above capacity)."""
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def wait_for(self, amount: float) -> float:
-        """Seconds until *amount* is available (0.0: it is now). Call refill first."""
-        missing = amount - self.level
-        return 0.0 if missing <= 0 else missing / self.rate
+    def limits(self) -> RateLimits:
+        """The budgets per window."""
+        scale = self.window / 60.0
+        rpm, tpm = self.requests_per_minute, self.tokens_per_minute
+        return RateLimits(
+            requests=None if rpm is None else max(1, int(rpm * scale)),
+            tokens=None if tpm is None else max(1, int(tpm * scale)),
+            window=self.window,
+        )
 
 
-class _ModelBuckets:
-    __slots__ = ("requests", "tokens")
-
-    def __init__(self, settings: RateLimitSettings, now: float) -> None:
-        rpm, tpm = settings.requests_per_minute, settings.tokens_per_minute
-        self.requests = TokenBucket(rpm, now) if rpm is not None else None
-        self.tokens = TokenBucket(tpm, now) if tpm is not None else None
-
-    def try_take(self, now: float) -> float:
-        """Take one request if both buckets allow it; else the seconds to wait."""
-        wait = 0.0
-        if self.requests is not None:
-            self.requests.refill(now)
-            wait = self.requests.wait_for(1.0)
-        if self.tokens is not None:
-            self.tokens.refill(now)
-            # a call may start while the token bucket holds anything (no debt)
-            wait = max(wait, self.tokens.wait_for(min(1.0, self.tokens.capacity)))
-        if wait == 0.0 and self.requests is not None:
-            self.requests.level -= 1.0
-        return wait
+def reserve(request: Request, default_max_tokens: int) -> int:
+    """Tokens a call reserves: its completion cap plus its prompt estimated
+    at one token per four bytes of JSON body (an overestimate for text)."""
+    payload = request.payload or {}
+    cap = payload.get("max_tokens", payload.get("max_completion_tokens"))
+    completion = cap if isinstance(cap, int) and cap > 0 else default_max_tokens
+    return completion + len(request.body or b"") // 4
 
 
 class RateLimitPlugin(LLMPlugin):
-    """Waits for capacity before each call; fails with RateLimitExceeded after ``timeout``.
+    """Waits for room in the window before each call; fails with
+    RateLimitExceeded after ``timeout``.
 
-    Thread-safe: one lock guards the buckets and is released while waiting.
-    *clock* and *sleep* are injectable for tests.
+    Thread-safe: the backend admits atomically; one lock guards the counters
+    and is never held while waiting. *clock* and *sleep* are injectable for
+    tests (they time the in-process windows and the waits).
     """
 
     name = "ratelimit"
-    version = "1.0"
+    version = "2.0"
     priority = 20  # after the cache: a cache hit does not spend capacity
     critical = True
 
@@ -121,89 +117,108 @@ class RateLimitPlugin(LLMPlugin):
         self._clock = clock
         self._sleep = sleep
         self.settings = RateLimitSettings(requests_per_minute=60.0)
-        # Guards _buckets and the counters below.
+        self._limits = self.settings.limits()
+        self._backend: StateBackend = MemoryBackend(clock=clock)
+        # Guards the counters below.
         self._lock = threading.Lock()
         reset_after_fork(self, renew_lock)
-        self._buckets: OrderedDict[str, _ModelBuckets] = OrderedDict()
+        self._counts = dict.fromkeys(
+            ("admitted", "waits", "rejected", "backend_errors", "allowed_on_error", "denied"), 0
+        )
         self._waited = 0.0
-        self._waits = 0
-        self._rejected = 0
 
     def setup(self, context: PluginContext) -> None:
         self.settings = read_settings(RateLimitSettings, self.name, context.settings)
-
-    def _bucket(self, model: str, now: float) -> _ModelBuckets:
-        """The buckets of *model* (created on first use). Called with the lock held."""
-        buckets = self._buckets.get(model)
-        if buckets is None:
-            buckets = self._buckets[model] = _ModelBuckets(self.settings, now)
-            if len(self._buckets) > self.settings.max_models:
-                self._buckets.popitem(last=False)
+        self._limits = self.settings.limits()
+        state = context.state
+        if state is not None and state.shared:
+            self._backend = state
         else:
-            self._buckets.move_to_end(model)
-        return buckets
+            self._backend = MemoryBackend(max_scopes=self.settings.max_models, clock=self._clock)
+
+    def _scope(self, ctx: CallContext, request: Request) -> str:
+        scope = self.settings.scope or credential_scope(request.headers, ctx.base_url)
+        return f"{scope}/{ctx.model or ''}"
 
     def before_request(self, ctx: CallContext, request: Request) -> None:
-        model = ctx.model or ""
-        started = now = self._clock()
-        deadline = started + self.settings.timeout
+        scope = self._scope(ctx, request)
+        tokens = reserve(request, self.settings.default_max_tokens)
+        started = self._clock()
+        limit = self.settings.timeout
+        if ctx.deadline is not None:
+            limit = min(limit, max(0.0, ctx.deadline - time.monotonic()))
         slept = False
         while True:
-            with self._lock:
-                wait = self._bucket(model, now).try_take(now)
-                if wait == 0.0:
-                    if slept:
-                        self._waits += 1
-                        self._waited += now - started
-                    return
-                if now + wait > deadline:
-                    self._rejected += 1
-            if now + wait > deadline:
+            try:
+                answer = self._backend.admit(scope, self._limits, tokens=tokens, timeout=_left(ctx))
+            except StateBackendError as exc:
+                self._on_backend_error(exc)
+                return
+            waited = self._clock() - started
+            if answer.admitted:
+                ctx.state[self.name] = (scope, answer.ticket)
+                self._add(admitted=1, waits=int(slept), waited=waited if slept else 0.0)
+                return
+            if waited + answer.wait > limit:
+                self._add(rejected=1)
                 raise RateLimitExceeded(
-                    f"no rate-limit capacity for model {model!r} within "
-                    f"{self.settings.timeout:g} s (next in {wait:.2f} s)",
-                    model=model,
-                    waited=now - started,
+                    f"no rate-limit capacity for model {ctx.model or ''!r} within "
+                    f"{limit:g} s (next in {answer.wait:.2f} s)",
+                    model=ctx.model or "",
+                    waited=waited,
                 )
-            self._sleep(wait)
+            # a little jitter: the waiters of all processes do not all wake at once
+            self._sleep(answer.wait + random.uniform(0.0, min(0.01, answer.wait * 0.05)))
             slept = True
-            now = self._clock()
+
+    def _on_backend_error(self, exc: StateBackendError) -> None:
+        if self._backend.on_backend_error == "deny":
+            self._add(backend_errors=1, denied=1)
+            raise exc
+        self._add(backend_errors=1, allowed_on_error=1)
 
     def after_response(self, ctx: CallContext, request: Request, response: Any) -> None:
         if response is not None and not request.stream:
-            self._charge(ctx, getattr(response, "usage", None))
+            self._reconcile(ctx, getattr(response, "usage", None))
 
     def on_stream_end(self, ctx: CallContext, stream: Any) -> None:
-        self._charge(ctx, getattr(stream, "usage", None))
+        self._reconcile(ctx, getattr(stream, "usage", None))
 
-    def _charge(self, ctx: CallContext, usage: Any) -> None:
+    def _reconcile(self, ctx: CallContext, usage: Any) -> None:
+        """Replace the call's reservation by its usage (kept when none was reported).
+        A failure is counted, never raised: the answer is already there."""
+        held = ctx.state.get(self.name)
         tokens = getattr(usage, "total_tokens", 0) or 0
-        if tokens <= 0 or ctx.state.get("answered_by") or self.settings.tokens_per_minute is None:
+        if not held or held[1] is None or tokens <= 0 or self._limits.tokens is None:
             return
-        now = self._clock()
-        with self._lock:
-            bucket = self._bucket(ctx.model or "", now).tokens
-            if bucket is not None:
-                bucket.refill(now)
-                bucket.level -= tokens
+        scope, ticket = held
+        try:
+            self._backend.reconcile(scope, self._limits, ticket, tokens=tokens, timeout=_left(ctx))
+        except StateBackendError:
+            self._add(backend_errors=1)
 
-    def levels(self, model: str | None = None) -> dict[str, float | None]:
-        """The current levels of *model*'s buckets (None for a disabled bucket)."""
-        now = self._clock()
+    def _add(self, waited: float = 0.0, **counts: int) -> None:
         with self._lock:
-            buckets = self._bucket(model or "", now)
-            result: dict[str, float | None] = {}
-            for kind, bucket in (("requests", buckets.requests), ("tokens", buckets.tokens)):
-                if bucket is not None:
-                    bucket.refill(now)
-                result[kind] = bucket.level if bucket is not None else None
-            return result
+            for name, n in counts.items():
+                self._counts[name] += n
+            self._waited += waited
+
+    def usage(self, model: str | None = None, scope: str | None = None) -> dict[str, float]:
+        """What the in-process window of *model* holds: ``{"requests", "tokens"}``
+        (*scope*: the settings' scope, else that of a call without credentials)."""
+        backend = self._backend
+        if not isinstance(backend, MemoryBackend):
+            raise TypeError("usage() reads the in-process window only")
+        scope = scope or self.settings.scope or credential_scope({}, None)
+        return backend.usage(f"{scope}/{model or ''}", self.settings.window)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {
-                "models": len(self._buckets),
-                "waits": self._waits,
-                "waited_seconds": round(self._waited, 6),
-                "rejected": self._rejected,
-            }
+            counts = dict(self._counts)
+            waited = self._waited
+        return {"backend": self._backend.name, **counts, "waited_seconds": round(waited, 6)}
+
+
+def _left(ctx: CallContext) -> float | None:
+    """Seconds left of the call's deadline (None: no deadline)."""
+    return None if ctx.deadline is None else max(0.0, ctx.deadline - time.monotonic())
