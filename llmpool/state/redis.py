@@ -84,8 +84,6 @@ class RedisBackend(StateBackend):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=0,
-            lib_name=None,
-            lib_version=None,
         )
 
     def _after_fork(self) -> None:

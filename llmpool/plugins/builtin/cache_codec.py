@@ -30,7 +30,7 @@ def encode(result: Any) -> bytes | None:
         kind = "embed"
     else:
         return None
-    fields = attrs.asdict(result, recurse=True, retain_collection_types=False)
+    fields = attrs.asdict(result, recurse=True)
     try:
         text = json.dumps([FORMAT, kind, fields], separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):

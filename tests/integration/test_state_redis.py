@@ -1,0 +1,162 @@
+"""The Redis backend against a real Redis: the same rules as the in-process one, shared."""
+
+# ruff: noqa: F811 (the fixtures imported from redis_support are named as parameters)
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import llmpool
+from llmpool.exceptions import StateBackendError
+from llmpool.state import MemoryBackend, RateLimits, StateConfig, open_backend
+from llmpool.state.redis import RedisBackend
+from llmpool.testing import MockLLMServer
+from tests.integration.redis_support import (  # noqa: F401 (fixtures)
+    OwnRedis,
+    free_port,
+    own_redis,
+    prefix,
+    redis,
+    redis_url_fixture,
+)
+
+
+def backend(url: str, prefix: str, **options: object) -> RedisBackend:
+    made, owned = open_backend(StateConfig(url=url, key_prefix=prefix, **options))  # type: ignore[arg-type]
+    assert owned and isinstance(made, RedisBackend)
+    return made
+
+
+def test_admission_follows_the_same_window_as_in_process(
+    redis_url_fixture: str, prefix: str
+) -> None:
+    """Both backends admit the budget, refuse the next with the same wait, and reconcile."""
+    limits = RateLimits(requests=3, tokens=100, window=5.0)
+    for store in (backend(redis_url_fixture, prefix), MemoryBackend()):
+        answers = [store.admit("s/m", limits, tokens=30) for _ in range(4)]
+        assert [a.admitted for a in answers] == [True, True, True, False], store.name
+        assert 4.5 < answers[3].wait <= 5.0
+        first = store.admit("t/m", limits, tokens=90)
+        assert first.admitted and first.ticket is not None
+        assert not store.admit("t/m", limits, tokens=20).admitted
+        store.reconcile("t/m", limits, first.ticket, tokens=10)
+        assert store.admit("t/m", limits, tokens=90).admitted
+        store.close()
+
+
+def test_cooldowns_only_extend_and_expire_by_one_rule(redis_url_fixture: str, prefix: str) -> None:
+    """A later deadline wins, an earlier one is ignored, expired ones are omitted, in both."""
+    for store in (backend(redis_url_fixture, prefix), MemoryBackend()):
+        now = time.time()
+        store.set_cooldown("group", "a", now + 30)
+        store.set_cooldown("group", "a", now + 5)  # shorter: ignored
+        store.set_cooldown("group", "b", now + 0.2)
+        store.set_cooldown("group", "c", now - 1)  # already over
+        store.set_cooldown("other", "a", now + 60)
+        found = store.get_cooldowns("group")
+        assert set(found) == {"a", "b"} and found["a"] == pytest.approx(now + 30, abs=0.01)
+        time.sleep(0.3)
+        assert set(store.get_cooldowns("group")) == {"a"}
+        store.set_cooldown("group", "a", now + 40)  # longer: wins
+        assert store.get_cooldowns("group")["a"] == pytest.approx(now + 40, abs=0.01)
+        store.close()
+
+
+def test_a_cooldown_key_expires_with_its_last_deadline(redis_url_fixture: str, prefix: str) -> None:
+    """The Redis key's TTL matches the latest deadline it holds."""
+    store = backend(redis_url_fixture, prefix)
+    store.set_cooldown("g", "a", time.time() + 10)
+    ttl = redis.Redis.from_url(redis_url_fixture).pttl(store.cooldown_key("g"))
+    assert 9_000 < ttl <= 10_000
+    store.close()
+
+
+def test_cache_entries_have_a_ttl_and_keys_hold_no_secret(
+    redis_url_fixture: str, prefix: str
+) -> None:
+    """A client's cached answer is readable by another client of the same key only, with a TTL."""
+    settings = {"cache": {"ttl": 30}}
+    state = StateConfig(url=redis_url_fixture, key_prefix=prefix)
+    with MockLLMServer() as server:
+        a = llmpool.Client(
+            server.base_url, "sk-key-a", plugins=["cache"], plugin_settings=settings, state=state
+        )
+        b = llmpool.Client(
+            server.base_url, "sk-key-a", plugins=["cache"], plugin_settings=settings, state=state
+        )
+        c = llmpool.Client(
+            server.base_url, "sk-key-c", plugins=["cache"], plugin_settings=settings, state=state
+        )
+        messages = [{"role": "user", "content": "a secret prompt"}]
+        first = a.chat("mock-model", messages, temperature=0)
+        assert b.chat("mock-model", messages, temperature=0) == first
+        c.chat("mock-model", messages, temperature=0)
+        assert len(server.requests) == 2  # b was answered from Redis, c was not
+        assert b.plugins is not None and b.plugins.stats()["plugins"]["cache"]["own"]["hits"] == 1
+        client = redis.Redis.from_url(redis_url_fixture)
+        keys = [k.decode() for k in client.scan_iter(match=f"{prefix}:c:*")]
+        assert len(keys) == 2
+        for key in keys:
+            assert "sk-key" not in key and "secret" not in key
+            assert 0 < client.pttl(key) <= 30_000
+        for each in (a, b, c):
+            each.close()
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny"])
+def test_an_unreachable_redis_follows_the_policy_and_never_hangs(policy: str) -> None:
+    """Connection refused: allow answers the call (counted); deny fails it, typed."""
+    state = StateConfig(url=f"redis://127.0.0.1:{free_port()}/0", on_backend_error=policy)
+    settings = {"ratelimit": {"requests_per_minute": 10}, "cache": {}}
+    with (
+        MockLLMServer() as server,
+        llmpool.Client(
+            server.base_url,
+            "k",
+            plugins=["cache", "ratelimit"],
+            plugin_settings=settings,
+            state=state,
+        ) as client,
+    ):
+        messages = [{"role": "user", "content": "hi"}]
+        if policy == "allow":
+            assert client.chat("mock-model", messages, temperature=0).text
+            assert client.chat("mock-model", messages).text
+            stats = client.stats()
+            assert stats["state"]["errors"] >= 3
+            assert stats["plugins"]["plugins"]["ratelimit"]["own"]["allowed_on_error"] == 2
+        else:
+            with pytest.raises(StateBackendError) as info:
+                client.chat("mock-model", messages)
+            assert info.value.backend == "redis" and "127.0.0.1" not in str(info.value)
+            assert len(server.requests) == 0
+
+
+def test_a_stopped_redis_costs_no_more_than_the_state_timeout(own_redis: OwnRedis) -> None:
+    """A Redis that accepts nothing more after a kill: every operation fails within bounds and
+    the backend reconnects by itself when a server is back on the port."""
+    store = backend(own_redis.url, "p", timeout=0.2)
+    limits = RateLimits(requests=100, window=60.0)
+    assert store.admit("s", limits).admitted
+    own_redis.kill()
+    with pytest.raises(StateBackendError):
+        store.admit("s", limits)
+    own_redis.start()
+    assert store.admit("s", limits).admitted  # the first after the restart reconnects
+    assert store.stats()["errors"] == 1
+    store.close()
+
+
+def test_a_readonly_replica_is_a_backend_error(own_redis: OwnRedis, redis_url_fixture: str) -> None:
+    """READONLY from a replica is reported as a backend failure, not a crash."""
+    client = own_redis.client()
+    client.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # a master that is not there
+    store = backend(own_redis.url, "p")
+    with pytest.raises(StateBackendError) as info:
+        store.admit("s", RateLimits(requests=1))
+    assert info.value.reason == "ReadOnlyError"
+    client.execute_command("REPLICAOF", "NO", "ONE")
+    assert store.admit("s", RateLimits(requests=1)).admitted
+    store.close()
