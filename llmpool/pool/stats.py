@@ -110,10 +110,12 @@ class HostStats:
         with self._lock:
             self.waiting += 1
 
-    def checked_out(self, waited: float, conn: object, now: float) -> None:
-        """A caller got *conn* after *waited* seconds."""
+    def checked_out(self, waited: float, conn: object, now: float, *, queued: bool = True) -> None:
+        """A caller got *conn* after *waited* seconds (*queued*: it had been
+        counted waiting by :meth:`wait_started`)."""
         with self._lock:
-            self.waiting -= 1
+            if queued:
+                self.waiting -= 1
             self.out[conn] = now
             self.in_use = len(self.out)
             self.peak_in_use = max(self.peak_in_use, self.in_use)

@@ -128,16 +128,42 @@ class _TrackedPool:
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         stats = self.llm_stats
+        started = connections._now()
+        queue = self.pool
+        waited = True
+        if queue is None:  # closed: raises, counted
+            conn = self._wait_for_conn(timeout)
+        else:
+            try:
+                # A free slot at once (the common case): nobody waits, no gauge moves.
+                conn = queue.get(block=False)
+                waited = False
+            except queues.Empty:
+                conn = self._wait_for_conn(timeout)
+        now = connections._now()
+        if conn is not None and conn.sock is not None:
+            self._check_idle(conn, now)
+        if conn is None:
+            conn = self._new_conn()
+        conn.llm_waited = now - started
+        stats.checked_out(conn.llm_waited, conn, now, queued=waited)
+        if self.llm_leak_check is not None:
+            self.llm_leak_check()
+        return conn
+
+    def _wait_for_conn(self, timeout: float | None) -> Any:
+        """Wait up to *timeout* (default: the config's pool timeout) for a free
+        slot, counted in the ``waiting`` gauge while it waits."""
         if timeout is None:
             timeout = self.llm_config.effective_pool_timeout
-        started = connections._now()
+        stats = self.llm_stats
         stats.wait_started()
         try:
             queue = self.pool
             if queue is None:
                 raise u3.ClosedPoolError(self, "Pool is closed.")  # type: ignore[arg-type]
             try:
-                conn = queue.get(block=True, timeout=timeout)
+                return queue.get(block=True, timeout=timeout)
             except Exception as exc:  # queue.Empty
                 raise u3.EmptyPoolError(
                     self,  # type: ignore[arg-type]
@@ -147,16 +173,6 @@ class _TrackedPool:
         except BaseException:
             stats.checkout_failed()
             raise
-        now = connections._now()
-        if conn is not None and conn.sock is not None:
-            self._check_idle(conn, now)
-        if conn is None:
-            conn = self._new_conn()
-        conn.llm_waited = now - started
-        stats.checked_out(conn.llm_waited, conn, now)
-        if self.llm_leak_check is not None:
-            self.llm_leak_check()
-        return conn
 
     def _check_idle(self, conn: Any, now: float) -> None:
         """Close an idle connection that must not be reused."""
