@@ -41,6 +41,24 @@ class SSEEvent:
     retry: int | None = None
 
 
+_new = object.__new__
+# The slots' setters (a frozen class refuses setattr; its slots do not).
+_set_event, _set_data, _set_id, _set_retry = (
+    getattr(SSEEvent, name).__set__ for name in ("event", "data", "id", "retry")
+)
+
+
+def _event(data: str, last_id: str | None) -> SSEEvent:
+    """``SSEEvent(data=data, id=last_id)``, built through its slots: the hot
+    path's one event per piece, without the frozen ``__init__``'s setattr calls."""
+    event = _new(SSEEvent)
+    _set_event(event, None)
+    _set_data(event, data)
+    _set_id(event, last_id)
+    _set_retry(event, None)
+    return event
+
+
 class SSEDecoder:
     """An incremental ``text/event-stream`` decoder.
 
@@ -97,6 +115,22 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Decode *data* (any piece of the body) and return the completed events."""
+        if (
+            data[-2:] == b"\n\n"
+            and data[:6] == b"data: "
+            and data.count(b"\n") == 2
+            and not self._pending
+            and not self._data
+            and not self._skip_lf
+            and not self._event
+            and self._retry is None
+            and b"\r" not in data
+            and len(data) <= self._max
+        ):
+            # The common piece: exactly one whole one-line event, nothing pending
+            # or half-built (what the general path below makes of it, faster).
+            self._started = True
+            return [_event(data[6:-2].decode("utf-8", "replace"), self._id)]
         if self._skip_lf and data:
             self._skip_lf = False
             if data[0] == 0x0A:

@@ -53,12 +53,6 @@ class _Response(Protocol):
     def close(self) -> None: ...
 
 
-def _carries_something(chunk: ChatChunk) -> bool:
-    """Whether a chunk is worth handing over (a role-only preamble is not, so a
-    stream that fails right after it is still retried as undelivered)."""
-    return bool(chunk.delta or chunk.finish_reason or chunk.usage or chunk.tool_calls)
-
-
 #: Characters of a stream's text kept beyond ``max_stream_text``: its tail.
 _TAIL_CHARS = 64 * 1024
 
@@ -221,7 +215,7 @@ class _StreamCore:
         self.parts: list[str] = []
         self.kept = 0  # characters in parts
         self._max_text = max_text
-        # Characters kept before _keep needs to look at the limit at all.
+        # Characters kept before _trim needs to look at the limit at all.
         self._bound = max_text if max_text is not None else float("inf")
         self.text_truncated = False
         self._delivered = False
@@ -235,13 +229,10 @@ class _StreamCore:
     def text(self) -> str:
         return "".join(self.parts)
 
-    def _keep(self, delta: str) -> None:
-        """Keep *delta* for ``text``, bounded: past the limit only a tail stays,
-        so a huge answer read chunk by chunk is never held whole."""
-        self.parts.append(delta)
-        self.kept += len(delta)
-        if self.kept <= self._bound:  # the common case: well within the limit
-            return
+    def _trim(self) -> None:
+        """``text`` outgrew ``_bound`` characters (the hot loop of
+        :meth:`_read_attempt` keeps each delta in ``parts``): past the limit only
+        a tail stays, so a huge answer read chunk by chunk is never held whole."""
         limit = self._max_text
         if limit is None:
             return
@@ -293,21 +284,32 @@ class _StreamCore:
             else None
         )
         body = self._body(response)
+        feed_bytes = decoder.feed
+        feed_event = parser.feed
+        # The hot loop (once per event): locals, no helper calls on the common path.
         for data in body:
             self._received += len(data)
-            for event in decoder.feed(data):
-                chunk = parser.feed(event)
-                if chunk is not None and _carries_something(chunk):
-                    if chunk.delta:
-                        self._keep(chunk.delta)
+            for event in feed_bytes(data):
+                chunk = feed_event(event)
+                if chunk is not None and (
+                    chunk.delta or chunk.finish_reason or chunk.usage or chunk.tool_calls
+                ):  # worth handing over (a role-only preamble is not, so a stream
+                    # that fails right after it is still retried as undelivered)
+                    delta = chunk.delta
+                    if delta:
+                        self.parts.append(delta)
+                        self.kept += len(delta)
+                        if self.kept > self._bound:
+                            self._trim()
                     if on_chunk is not None:
                         on_chunk(self._ctx, chunk)
                     self._delivered = True
                     yield chunk
                 if parser.done:
                     break
-            if parser.done:
-                break
+            else:
+                continue
+            break
         if not parser.done:
             decoder.flush()
             raise IncompleteStream(

@@ -7,6 +7,7 @@ Also serves OpenAI-compatible servers (vLLM, llama.cpp, LiteLLM, Ollama's
 from __future__ import annotations
 
 import base64
+import json
 import sys
 from array import array
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,7 @@ from llmpool.providers.payload import (
     stop_list,
     with_extra,
 )
-from llmpool.providers.stream_parser import StreamParser
+from llmpool.providers.stream_parser import StreamParser, text_chunk
 
 if TYPE_CHECKING:
     from llmpool.streaming import SSEEvent
@@ -320,6 +321,18 @@ class OpenAIStreamParser(StreamParser):
     def feed(self, event: SSEEvent) -> ChatChunk | None:
         """The chunk of one event (None for ``[DONE]`` and empty keep-alives)."""
         data = event.data
+        if data[:1] == "{" and event.event is None:
+            # The common event, a JSON object that is no error: straight to its
+            # chunk (anything else goes the general way below, which reports it).
+            try:
+                obj = json.loads(data)
+            except (ValueError, RecursionError):
+                obj = None
+            if type(obj) is dict and obj.get("error") is None:
+                try:
+                    return self._chunk(obj)
+                except SHAPE_ERRORS as exc:
+                    raise self.invalid(data, exc) from exc
         if data == "[DONE]":
             self._done = True
             return None
@@ -344,7 +357,7 @@ class OpenAIStreamParser(StreamParser):
         if fast is not None:  # the common event: one choice, a text delta
             if fast[2] and fast[1] == 0:
                 self._finish_reason = fast[2]
-            return ChatChunk(delta=fast[0], index=fast[1], finish_reason=fast[2], raw=obj)
+            return text_chunk(fast[0], fast[1], fast[2], obj)
         choices = as_list(obj.get("choices") or [])
         if not choices:
             return self.chunk(usage=usage, raw=obj)

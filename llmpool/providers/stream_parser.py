@@ -9,6 +9,8 @@ import abc
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import attrs
+
 from llmpool.exceptions import InvalidResponse, StreamError, excerpt
 from llmpool.models import ChatChunk, Usage
 from llmpool.providers.parsing import NOT_JSON, invalid_response, opt_text
@@ -16,7 +18,31 @@ from llmpool.providers.parsing import NOT_JSON, invalid_response, opt_text
 if TYPE_CHECKING:
     from llmpool.streaming import SSEEvent
 
-__all__ = ["StreamParser"]
+__all__ = ["StreamParser", "text_chunk"]
+
+
+_new = object.__new__
+_SLOTS = {name: getattr(ChatChunk, name).__set__ for name in attrs.fields_dict(ChatChunk)}
+_set_delta = _SLOTS["delta"]
+_set_index = _SLOTS["index"]
+_set_finish = _SLOTS["finish_reason"]
+_set_usage = _SLOTS["usage"]
+_set_tool_calls = _SLOTS["tool_calls"]
+_set_raw = _SLOTS["raw"]
+
+
+def text_chunk(delta: str, index: int, finish_reason: str | None, raw: Any) -> ChatChunk:
+    """``ChatChunk(delta=..., index=..., finish_reason=..., raw=...)`` (no usage,
+    no tool calls), built through its slots: the stream's common chunk without
+    the frozen ``__init__``'s setattr calls. Records nothing on a parser."""
+    chunk = _new(ChatChunk)
+    _set_delta(chunk, delta)
+    _set_index(chunk, index)
+    _set_finish(chunk, finish_reason)
+    _set_usage(chunk, None)
+    _set_tool_calls(chunk, ())
+    _set_raw(chunk, raw)
+    return chunk
 
 
 class StreamParser(abc.ABC):

@@ -1,0 +1,87 @@
+"""The decoder's one-event-per-piece fast path gives what the general path gives."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmpool import sse
+from llmpool.sse import SSEDecoder, SSEEvent
+
+LINES = [
+    b"data: {}\n\n",
+    b"data: x\n\n",
+    b"data:  two\n\n",
+    b"data: \xc3\xa9\n\n",
+    b"data: a\n",
+    b"data: b\r\n\r\n",
+    b"id: 7\n",
+    b"event: e\n",
+    b"retry: 5\n",
+    b": c\n",
+    b"\n",
+    b"\r",
+    b"data: p",
+    b"\xef\xbb\xbf",
+    b"\xef\xbb\xbfdata: bom\n\n",
+    b"data: [DONE]\n\n",
+]
+
+
+def _general(decoder: SSEDecoder, data: bytes) -> list[SSEEvent]:
+    """What feed returns with the fast path's guard failing (a copy of feed
+    without it: a piece ending with anything but a blank line skips it)."""
+    if data.endswith(b"\n\n"):
+        events = decoder.feed(data[:-1])
+        return events + decoder.feed(b"\n")
+    return decoder.feed(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(LINES), max_size=12))
+def test_fast_path_matches_the_general_path(pieces: list[bytes]) -> None:
+    fast, slow = SSEDecoder(), SSEDecoder()
+    got = [event for piece in pieces for event in fast.feed(piece)]
+    want = [event for piece in pieces for event in _general(slow, piece)]
+    assert got == want
+    assert fast.last_event_id == slow.last_event_id
+
+
+def test_fast_event_is_an_ordinary_event() -> None:
+    event = sse._event("x", "7")
+    assert event == SSEEvent(data="x", id="7")
+    assert (event.event, event.retry) == (None, None)
+    assert hash(event) == hash(SSEEvent(data="x", id="7"))
+
+
+def test_fast_path_keeps_the_line_limit() -> None:
+    decoder = SSEDecoder(max_line_bytes=8)
+    try:
+        decoder.feed(b"data: 0123456789\n\n")
+    except Exception as exc:  # the general path's InvalidResponse
+        assert "longer than 8 bytes" in str(exc)
+    else:
+        raise AssertionError("a too-long event was accepted")
+
+
+def test_text_chunk_is_an_ordinary_chunk() -> None:
+    import attrs
+
+    from llmpool.models import ChatChunk
+    from llmpool.providers.stream_parser import text_chunk
+
+    raw = {"id": "c"}
+    chunk = text_chunk("hi", 1, "stop", raw)
+    assert chunk == ChatChunk(delta="hi", index=1, finish_reason="stop", raw=raw)
+    assert attrs.asdict(chunk) == attrs.asdict(
+        ChatChunk(delta="hi", index=1, finish_reason="stop", raw=raw)
+    )
+    # Every field is set: a field added to ChatChunk must be added to text_chunk too.
+    assert {f.name for f in attrs.fields(ChatChunk)} == {
+        "delta",
+        "index",
+        "finish_reason",
+        "usage",
+        "tool_calls",
+        "raw",
+    }
