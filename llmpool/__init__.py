@@ -18,6 +18,7 @@ from llmpool.config import (
     PoolConfig,
 )
 from llmpool.config_loading import load_config
+from llmpool.endpoints import Endpoint, HealthConfig
 from llmpool.exceptions import (
     APIError,
     APIStatusError,
@@ -28,6 +29,7 @@ from llmpool.exceptions import (
     ConnectError,
     ConnectTimeout,
     DeadlineExceeded,
+    EndpointsUnavailable,
     IncompleteStream,
     InternalServerError,
     InvalidResponse,
@@ -96,6 +98,9 @@ __all__ = [
     "ConnectionPool",
     "DeadlineExceeded",
     "Embeddings",
+    "Endpoint",
+    "EndpointsUnavailable",
+    "HealthConfig",
     "IConnectionPool",
     "ILLMPlugin",
     "IncompleteStream",

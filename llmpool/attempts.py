@@ -38,7 +38,17 @@ class Attempts:
     *sleep* is injectable so tests never sleep.
     """
 
-    __slots__ = ("count_retry", "ctx", "deadline", "made", "plugins", "policy", "sleep", "timeout")
+    __slots__ = (
+        "count_retry",
+        "ctx",
+        "deadline",
+        "failover",
+        "made",
+        "plugins",
+        "policy",
+        "sleep",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -59,6 +69,22 @@ class Attempts:
         self.sleep = sleep
         self.count_retry = count_retry
         self.made = 0
+        #: With an endpoint group: whether the next attempt goes to another
+        #: endpoint after an error (then it does not wait for a backoff).
+        self.failover: Callable[[LLMPoolError], bool] | None = None
+
+    def fresh(self) -> Attempts:
+        """New attempts for the same call (a fallback model): the same
+        deadline, policy and timeout, none made yet."""
+        return Attempts(
+            ctx=self.ctx,
+            deadline=self.deadline,
+            timeout=self.timeout,
+            policy=self.policy,
+            plugins=self.plugins,
+            sleep=self.sleep,
+            count_retry=self.count_retry,
+        )
 
     def run(self, attempt: Callable[[float | None], T]) -> T:
         """Call *attempt(timeout)* until it succeeds or the policy gives up."""
@@ -99,7 +125,9 @@ class Attempts:
         self.check_deadline(err)
         if not should_retry(self.policy, err, self.made):
             raise err
-        delay = next_delay(self.policy, self.made, err)
+        failover = self.failover is not None and self.failover(err)
+        # When another endpoint takes the next attempt there is no backoff.
+        delay = 0.0 if failover else next_delay(self.policy, self.made, err)
         if not self.deadline.allows(delay):
             raise self.deadline.exceeded(attempts=self.made, last_error=err) from err
         plugins = self.plugins
@@ -114,4 +142,5 @@ class Attempts:
             type(err).__name__,
             delay,
         )
-        self.sleep(delay)
+        if not failover:
+            self.sleep(delay)

@@ -18,10 +18,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 import attrs
 
 from llmpool.config import MemoryConfig, PoolConfig
+from llmpool.endpoints.model import Endpoint, HealthConfig
+from llmpool.endpoints.routing import Strategy
 from llmpool.exceptions import (
     ConfigError,
 )
 from llmpool.forking import renew_lock, reset_after_fork
+from llmpool.group import EndpointGroup, HealthChecks, make_group
+from llmpool.group_path import GroupPath
 from llmpool.memory.state import MemoryState
 from llmpool.models import ChatCompletion, Embeddings
 from llmpool.options import (
@@ -34,11 +38,10 @@ from llmpool.options import (
 from llmpool.params import CallKwargs, split_kwargs
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.interfaces import Transport
-from llmpool.pool.redirects import RedirectingTransport
 from llmpool.providers import Provider, load_provider
 from llmpool.redaction import redact_url
-from llmpool.request_path import RequestPath
 from llmpool.retry import RetryPolicy
+from llmpool.routes import make_route
 from llmpool.state import StateBackend, StateConfig, open_backend
 from llmpool.streaming import Stream
 from llmpool.validators import TRANSPORTS
@@ -56,7 +59,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Client(RequestPath):
+def _same(transport: Transport) -> Transport:
+    return transport
+
+
+def _requests_wrapper(pool: Transport) -> Callable[[Transport], Transport]:
+    """``transport='requests'``: each ConnectionPool reached through requests."""
+    if not isinstance(pool, ConnectionPool):
+        raise ConfigError(
+            "transport='requests' needs a llmpool ConnectionPool as pool", key="transport"
+        )
+    from llmpool.pool.adapter import RequestsTransport
+
+    def wrap(transport: Transport) -> Transport:
+        assert isinstance(transport, ConnectionPool)
+        return RequestsTransport(transport)
+
+    return wrap
+
+
+class Client(GroupPath):
     """A client for an OpenAI-compatible or Anthropic API.
 
     Thread-safe: build **one** per process and share it between all threads
@@ -101,6 +123,11 @@ class Client(RequestPath):
         plugin_dirs: Sequence[str] = (),
         plugins_strict: bool = False,
         provider_options: Mapping[str, Any] | None = None,
+        endpoints: Sequence[Endpoint | Mapping[str, Any]] | None = None,
+        routing: str | Strategy = "default",
+        health: HealthConfig | None = None,
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
+        context_window_fallbacks: Mapping[str, Sequence[str]] | None = None,
         state: StateBackend | StateConfig | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -110,15 +137,8 @@ class Client(RequestPath):
                 key="transport",
                 value=transport,
             )
-        self._provider = load_provider(
-            provider,
-            api_key=api_key,
-            default_headers=default_headers,
-            **dict(provider_options or {}),
-        )
-        self.base_url, self._url_prefix, self._url_query = parse_base_url(
-            resolve_base_url(base_url, self._provider), self._provider.api_path
-        )
+        if endpoints is not None and base_url is not None:
+            raise ConfigError("give base_url or endpoints, not both", key="endpoints")
         self._options = ClientOptions(
             timeout=timeout,
             deadline=deadline,
@@ -127,6 +147,16 @@ class Client(RequestPath):
             max_stream_text=max_stream_text,
             follow_redirects=follow_redirects,
         )
+        self._group = None
+        if endpoints is None:
+            self._provider = load_provider(
+                provider,
+                api_key=api_key,
+                default_headers=default_headers,
+                **dict(provider_options or {}),
+            )
+            base_url = resolve_base_url(base_url, self._provider)
+            parse_base_url(base_url, self._provider.api_path)  # refuse a bad URL before the pool
         self._sleep = sleep
         # Guards _counters only (microseconds; no I/O under it).
         self._lock = threading.Lock()
@@ -134,20 +164,32 @@ class Client(RequestPath):
         self._errors: dict[str, int] = {}
         self._closed = False
         self._pool, self._owns_pool = make_pool(pool)
-        self._transport: Transport = self._pool
-        if transport == "requests":
-            if not isinstance(self._pool, ConnectionPool):
-                raise ConfigError(
-                    "transport='requests' needs a llmpool ConnectionPool as pool",
-                    key="transport",
-                )
-            from llmpool.pool.adapter import RequestsTransport
-
-            self._transport = RequestsTransport(self._pool)
         self.transport = transport
-        self._redirecting = RedirectingTransport(
-            self._transport, secret_headers=self._provider.secret_headers
-        )
+        try:
+            wrap = _requests_wrapper(self._pool) if transport == "requests" else _same
+            if endpoints is None:
+                self._route = make_route(None, self._provider, base_url or "", wrap(self._pool))
+            else:
+                self._group = make_group(
+                    endpoints,
+                    shared=self._pool,
+                    pool_config=pool if isinstance(pool, PoolConfig) else None,
+                    provider_options=provider_options,
+                    default_headers=default_headers,
+                    routing=routing,
+                    health=health,
+                    fallbacks=fallbacks,
+                    context_fallbacks=context_window_fallbacks,
+                    on_change=self._endpoint_changed,
+                    wrap=wrap,
+                )
+                self._route = next(iter(self._group.routes.values()))
+                self._provider = self._route.provider
+        except BaseException:
+            if self._owns_pool:
+                self._pool.close()
+            raise
+        self.base_url = self._route.base_url
         try:
             self._state, self._owns_state = open_backend(state)
             self._plugins, self._owns_plugins = make_plugins(
@@ -156,12 +198,15 @@ class Client(RequestPath):
         except BaseException:
             if getattr(self, "_owns_state", False):
                 self._state.close()
+            self._close_group()
             if self._owns_pool:
                 self._pool.close()  # nothing else to undo: plugins load before the memory thread
             raise
         self._memory, self._owns_memory = make_memory(memory)
         if self._memory is not None:
             self._wire_memory(self._memory)
+        if self._group is not None:
+            self._start_checks(self._group)
         reset_after_fork(self, renew_lock)  # a parent thread may have held it
 
     # -- construction helpers ----------------------------------------------------------
@@ -202,7 +247,13 @@ class Client(RequestPath):
             changes["retry"] = RetryPolicy()
         clone._options = attrs.evolve(self._options, **changes)
         if "default_headers" in overrides:
-            clone._provider = self._provider.with_headers(overrides["default_headers"])
+            headers = overrides["default_headers"]
+            clone._route = self._route.with_headers(headers)
+            clone._provider = clone._route.provider
+            if self._group is not None:
+                clone._group = self._group.with_headers(headers)
+                clone._route = clone._group.routes[self._route.name or ""]
+                clone._provider = clone._route.provider
         return clone
 
     def _wire_memory(self, memory: MemoryManager) -> None:
@@ -219,6 +270,8 @@ class Client(RequestPath):
         """Memory pressure: from the shed level up, close idle connections; tell plugins."""
         if level >= MemoryState.SHED:
             closed = self._pool.close_idle()
+            if self._group is not None:
+                closed += self._group.close_idle()
             log.info("memory pressure (%s): closed %d idle connections", level, closed)
         if self._plugins is not None and self._plugins.has("on_memory_pressure"):
             self._plugins.on_memory_pressure(level, report)
@@ -273,8 +326,16 @@ class Client(RequestPath):
         """
         params, options = split_kwargs("chat", kwargs)
         request = self._provider.build_chat(model, messages, stream=stream, params=params)
+        rebuild = None
+        if self._group is not None:
+
+            def rebuild(p: Provider, m: str | None) -> tuple[Any, Callable[..., Any]]:
+                return p.build_chat(
+                    m or model, messages, stream=stream, params=params
+                ), p.parse_chat
+
         result: ChatCompletion | Stream = self._call(
-            "chat", model, request, self._provider.parse_chat, **options
+            "chat", model, request, self._provider.parse_chat, rebuild=rebuild, **options
         )
         return result
 
@@ -304,8 +365,15 @@ class Client(RequestPath):
         ``response_format`` do not apply)."""
         params, options = split_kwargs("complete", kwargs)
         request = self._provider.build_complete(model, prompt, stream=stream, params=params)
+        rebuild = None
+        if self._group is not None:
+
+            def rebuild(p: Provider, m: str | None) -> tuple[Any, Callable[..., Any]]:
+                built = p.build_complete(m or model, prompt, stream=stream, params=params)
+                return built, p.parse_complete
+
         result: ChatCompletion | Stream = self._call(
-            "complete", model, request, self._provider.parse_complete, **options
+            "complete", model, request, self._provider.parse_complete, rebuild=rebuild, **options
         )
         return result
 
@@ -321,6 +389,13 @@ class Client(RequestPath):
         """Embeddings for *input* (one vector per string, in order)."""
         request = self._provider.build_embed(model, input)
         inputs = 1 if isinstance(input, str) else len(input)
+        rebuild = None
+        if self._group is not None:
+
+            def rebuild(p: Provider, m: str | None) -> tuple[Any, Callable[..., Any]]:
+                parse = functools.partial(p.parse_embed_checked, inputs=inputs)
+                return p.build_embed(m or model, input), parse
+
         result: Embeddings = self._call(
             "embed",
             model,
@@ -329,32 +404,43 @@ class Client(RequestPath):
             timeout=timeout,
             deadline=deadline,
             extra_headers=extra_headers,
+            rebuild=rebuild,
         )
         return result
 
     def models(self, *, timeout: float | None = None) -> tuple[str, ...]:
         """The model names the server offers."""
         request = self._provider.build_models()
+        rebuild = None
+        if self._group is not None:
+
+            def rebuild(p: Provider, m: str | None) -> tuple[Any, Callable[..., Any]]:
+                return p.build_models(), p.parse_models
+
         names: tuple[str, ...] = self._call(
-            "models", None, request, self._provider.parse_models, timeout=timeout
+            "models", None, request, self._provider.parse_models, timeout=timeout, rebuild=rebuild
         )
         return names
 
     def stats(self) -> dict[str, Any]:
-        """``{"client": ..., "pool": ..., "memory": ..., "plugins": ...}`` as plain dicts.
+        """``{"client": ..., "pool": ..., "memory": ..., "plugins": ...}`` as plain
+        dicts, and ``"endpoints"`` (per endpoint) for a client over a group.
 
         Thread-safe; never contains the API key.
         """
         with self._lock:
             client: dict[str, Any] = dict(self._counters)
             client["errors_by_type"] = dict(self._errors)
-        return {
+        stats: dict[str, Any] = {
             "client": client,
             "pool": self._pool.get_stats(),
             "memory": self._memory.stats() if self._memory is not None else {},
             "plugins": self._plugins.stats() if self._plugins is not None else {},
             "state": self._state.stats(),
         }
+        if self._group is not None:
+            stats["endpoints"] = self._group.stats()
+        return stats
 
     @property
     def options(self) -> ClientOptions:
@@ -397,8 +483,25 @@ class Client(RequestPath):
             self._memory.close()
         if self._owns_state:
             self._state.close()
+        self._close_group()
         if self._owns_pool:
             self._pool.close()
+
+    def _close_group(self) -> None:
+        if self._group is not None and self._owns_pool:
+            self._group.close()
+
+    def _start_checks(self, group: EndpointGroup) -> None:
+        """Start the group's active checks when configured (one thread)."""
+        interval = group.book.config.check_interval
+        if interval is not None:
+            group.checks = HealthChecks(group.book, self._check_endpoint, interval)
+            group.checks.start()
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints of the client's group (empty for a plain client)."""
+        return () if self._group is None else self._group.endpoints
 
     def __enter__(self) -> Client:
         return self

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from llmpool.endpoints.model import Endpoint, RoutingConfig
 from llmpool.exceptions import ConfigError
 from llmpool.options import OPTION_NAMES, ClientOptions
 from llmpool.redaction import mask, mask_headers, redact_url
@@ -230,6 +231,10 @@ class PluginsConfig:
     strict: bool = attrs.field(default=False, validator=boolean)
 
 
+def _endpoint_tuple(value: Any) -> tuple[Endpoint, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """Everything a :class:`~llmpool.Client` is built from. Immutable.
@@ -243,6 +248,10 @@ class ClientConfig:
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
     #: Where rate limits, cached answers and cool-downs live (llmpool.state).
     state: StateConfig = attrs.field(factory=StateConfig)
+    #: An endpoint group (instead of ``client.base_url``); keys come from api_key_env.
+    endpoints: tuple[Endpoint, ...] = attrs.field(default=(), converter=_endpoint_tuple)
+    #: How the group routes, its health rules and fallbacks.
+    routing: RoutingConfig = attrs.field(factory=RoutingConfig)
     #: The file it came from (None for a dict or defaults).
     source: str | None = None
 
@@ -263,6 +272,19 @@ class ClientConfig:
             "state": self.state,
             "transport": c.transport,
             **attrs.asdict(c.options(), recurse=False),
+            **self._group_kwargs(),
+        }
+
+    def _group_kwargs(self) -> dict[str, Any]:
+        if not self.endpoints:
+            return {}
+        routing = self.routing
+        return {
+            "endpoints": list(self.endpoints),
+            "routing": routing.strategy,
+            "health": routing.health,
+            "fallbacks": routing.fallbacks,
+            "context_window_fallbacks": routing.context_window_fallbacks,
         }
 
     def to_dict(
@@ -288,6 +310,9 @@ class ClientConfig:
             if out["state"]["url"]:
                 out["state"]["url"] = redact_url(out["state"]["url"])
             client["default_headers"] = mask_headers(client["default_headers"], secret_headers)
+            for endpoint in out["endpoints"]:
+                if endpoint["api_key"]:
+                    endpoint["api_key"] = mask(endpoint["api_key"])
         return out
 
 

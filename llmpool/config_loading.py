@@ -27,6 +27,7 @@ from llmpool.config import (
     PoolConfig,
 )
 from llmpool.config_yaml import read_yaml
+from llmpool.endpoints.model import Endpoint, HealthConfig, RoutingConfig, check_endpoints
 from llmpool.exceptions import ConfigError
 from llmpool.redaction import is_secret_header
 from llmpool.retry import RetryPolicy
@@ -68,6 +69,8 @@ _SECTIONS: dict[str, Any] = {
     "memory": MemoryConfig,
     "plugins": PluginsConfig,
     "state": StateConfig,
+    "routing": RoutingConfig,
+    "endpoints": Endpoint,
 }
 
 
@@ -110,6 +113,7 @@ def load_config(
         layers.origin[key] = "an explicit argument"
     config = _build(data, layers)
     config = _resolve_api_key(config, env)
+    config = _resolve_endpoint_keys(config, env, layers)
     if path is not None:
         _warn_if_secret_readable(path, secrets_in_file)
     return config
@@ -137,7 +141,10 @@ def _check_sections(data: dict[str, Any], layers: _Layers) -> None:
     for section, value in data.items():
         if section not in _SECTIONS:
             raise layers.error(_unknown(section, _SECTIONS), section)
-        if value is not None and not isinstance(value, dict):
+        if section == "endpoints":
+            if value is not None and not isinstance(value, list):
+                raise layers.error("endpoints must be a list of endpoints", section, value)
+        elif value is not None and not isinstance(value, dict):
             raise layers.error(f"section {section} must be a mapping", section, value)
 
 
@@ -190,13 +197,38 @@ _INT_ENV_KEYS = frozenset(
 def _build(data: dict[str, Any], layers: _Layers) -> ClientConfig:
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
+        if name == "endpoints":
+            sections[name] = _endpoints(data.get(name) or [], layers)
+            continue
         values = dict(data.get(name) or {})
         if name == "memory" and name not in data:
             continue
+        if name == "routing" and "health" in values:
+            values["health"] = _section(
+                "routing.health", HealthConfig, values["health"] or {}, layers
+            )
         if name == "client" and "retry" in values:
             values["retry"] = _section("client.retry", RetryPolicy, values["retry"] or {}, layers)
         sections[name] = _section(name, cls, values, layers)
     return ClientConfig(**sections, source=layers.path)
+
+
+def _endpoints(items: list[Any], layers: _Layers) -> tuple[Endpoint, ...]:
+    """The ``endpoints`` list: each item an Endpoint, its key from the environment."""
+    endpoints = []
+    for index, item in enumerate(items):
+        where = f"endpoints[{index}]"
+        if isinstance(item, dict) and "api_key" in item:
+            raise layers.error(
+                "an API key never goes in the configuration: put it in an environment "
+                "variable and name that variable with api_key_env",
+                f"{where}.api_key",
+            )
+        endpoints.append(_section(where, Endpoint, item, layers))
+    try:
+        return check_endpoints(endpoints) if endpoints else ()
+    except ConfigError as exc:
+        raise layers.error(exc.message, "endpoints") from None
 
 
 def _section(name: str, cls: Any, values: Any, layers: _Layers) -> Any:
@@ -223,6 +255,28 @@ def _resolve_api_key(config: ClientConfig, env: Mapping[str, str]) -> ClientConf
     if var and env.get(var):
         return attrs.evolve(config, client=attrs.evolve(client, api_key=env[var]))
     return config
+
+
+def _resolve_endpoint_keys(
+    config: ClientConfig, env: Mapping[str, str], layers: _Layers
+) -> ClientConfig:
+    """Each endpoint's key from the variable its api_key_env names (which must be set)."""
+    if not any(e.api_key_env for e in config.endpoints):
+        return config
+    endpoints = []
+    for index, endpoint in enumerate(config.endpoints):
+        var = endpoint.api_key_env
+        if var is not None:
+            if not env.get(var):
+                raise layers.error(
+                    f"endpoint {endpoint.name!r}: the environment variable {var} "
+                    "named by api_key_env is not set",
+                    f"endpoints[{index}].api_key_env",
+                    var,
+                )
+            endpoint = attrs.evolve(endpoint, api_key=env[var])  # noqa: PLW2901
+        endpoints.append(endpoint)
+    return attrs.evolve(config, endpoints=tuple(endpoints))
 
 
 def _secret_keys(data: Mapping[str, Any]) -> list[str]:

@@ -119,6 +119,13 @@ def _check_aliases(root: Any, path: str) -> None:
 def _collect_lines(node: Any, prefix: str, lines: dict[str, int]) -> None:
     import yaml
 
+    if isinstance(node, yaml.SequenceNode):  # endpoints[0].name
+        base = prefix.rstrip(".")
+        for index, item in enumerate(node.value):
+            key = f"{base}[{index}]"
+            lines[key] = item.start_mark.line + 1
+            _collect_lines(item, key + ".", lines)
+        return
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:

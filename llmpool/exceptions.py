@@ -35,6 +35,7 @@ surface: the transport translates at exactly one boundary and chains the cause
     │   ├── StreamInterrupted        the connection dropped in the middle of a stream
     │   └── IncompleteStream         the stream ended without a finish marker
     ├── DeadlineExceeded             the call's total time budget is spent
+    ├── EndpointsUnavailable         every endpoint of a group is cooling down
     ├── MemoryPressureError          the memory manager sheds load
     ├── RateLimitExceeded            the ratelimit plugin waited too long
     ├── StateBackendError            the shared-state backend (Redis) failed, policy deny
@@ -83,6 +84,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "DeadlineExceeded",
+    "EndpointsUnavailable",
     "IncompleteStream",
     "InternalServerError",
     "InvalidResponse",
@@ -237,6 +239,21 @@ class DeadlineExceeded(LLMPoolError):
     deadline: float | None
     attempts: int
     last_error: BaseException | None
+
+
+class EndpointsUnavailable(LLMPoolError):
+    """Every endpoint of the client's group that serves the model is cooling
+    down, and the first to come back would not within the call's deadline
+    (or the group does not wait for recovery).
+
+    Attributes: ``model`` and ``endpoints``, a dict from each candidate
+    endpoint's name to its last error (``"ConnectError: ..."``, or None).
+    Nothing was sent to a cooling endpoint. Retry later.
+    """
+
+    retryable = True
+    model: str | None
+    endpoints: dict[str, str | None]
 
 
 class MemoryPressureError(LLMPoolError):

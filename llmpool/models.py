@@ -156,6 +156,8 @@ class CallContext:
     pool_wait: float | None = None
     #: The base URL the call goes to (credentials never in it).
     base_url: str | None = None
+    #: The endpoint of the client's group the last attempt went to (None: a plain client).
+    endpoint: str | None = None
     #: Plugins' own per-call state.
     state: dict[str, Any] = attrs.field(factory=dict)
 
@@ -216,6 +218,8 @@ class ChatCompletion:
     created: int | None = None
     request_id: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    #: The endpoint of the client's group that answered (None: a plain client).
+    endpoint: str | None = None
 
     @property
     def text(self) -> str:
@@ -251,3 +255,5 @@ class Embeddings:
     usage: Usage = attrs.field(factory=Usage)
     request_id: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    #: The endpoint of the client's group that answered (None: a plain client).
+    endpoint: str | None = None

@@ -22,14 +22,16 @@ from llmpool.attempts import Attempts
 from llmpool.exceptions import DeadlineExceeded, LLMPoolError, ResponseTooLarge
 from llmpool.models import CallContext, Request
 from llmpool.options import ClientOptions, check_option
-from llmpool.pool.interfaces import HTTPResponse, Transport
+from llmpool.pool.interfaces import HTTPResponse
 from llmpool.providers import Provider
 from llmpool.providers.base import checked_headers, merge_headers
 from llmpool.redaction import check_headers
 from llmpool.retry import Deadline
+from llmpool.routes import Rebuild, Route
 from llmpool.streaming import Stream
 
 if TYPE_CHECKING:
+    from llmpool.group import EndpointGroup
     from llmpool.memory import MemoryManager
     from llmpool.plugins import PluginManager
 
@@ -51,14 +53,12 @@ class RequestPath:
     locals and the call's :class:`~llmpool.CallContext`."""
 
     _provider: Provider
-    _transport: Transport
-    _redirecting: Transport
+    _route: Route
+    _group: EndpointGroup | None
     _plugins: PluginManager | None
     _memory: MemoryManager | None
     _options: ClientOptions
     base_url: str
-    _url_prefix: str
-    _url_query: str
     _sleep: Callable[[float], None]
     _lock: threading.Lock
     _counters: dict[str, int]
@@ -75,11 +75,13 @@ class RequestPath:
         deadline: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        rebuild: Rebuild | None = None,
     ) -> Any:
         """Run one call: plugins, admission, the retry loop, accounting.
 
         The deadline starts here: plugin hooks, waits for a connection, reads
-        and retries all spend it.
+        and retries all spend it. With an endpoint group, *rebuild* shapes the
+        call for another endpoint or model (:mod:`llmpool.group_path`).
         """
         budget = Deadline.after(
             self._options.deadline if deadline is None else check_option("deadline", deadline)
@@ -110,10 +112,9 @@ class RequestPath:
         self._count("calls")
         try:
             if request.stream:
-                return self._open_stream(ctx, request, attempts)
-            result, received = attempts.run(
-                lambda t: self._send_once(ctx, request, parse, t, budget.expires_at)
-            )
+                stream: Stream = self._run(ctx, request, parse, rebuild, attempts)
+                return stream
+            result, received = self._run(ctx, request, parse, rebuild, attempts)
         except LLMPoolError as err:
             self._failed(ctx, request, err)
             raise
@@ -126,6 +127,31 @@ class RequestPath:
         if self._memory is not None:
             self._memory.account(operation, model, received, len(request.body or b""), ctx.elapsed)
         return result
+
+    def _run(
+        self,
+        ctx: CallContext,
+        request: Request,
+        parse: Callable[..., Any],
+        rebuild: Rebuild | None,
+        attempts: Attempts,
+    ) -> Any:
+        """The attempts: ``(result, bytes received)``, or an open Stream."""
+        if self._group is not None and rebuild is not None:
+            return self._group_run(ctx, request, rebuild, attempts)
+        route = self._route
+        if request.stream:
+            return self._open_stream(ctx, route, request, attempts)
+        deadline = attempts.deadline.expires_at
+        return attempts.run(
+            lambda t: self._send_once(ctx, route, request, parse, t, deadline=deadline)
+        )
+
+    def _group_run(
+        self, ctx: CallContext, request: Request, rebuild: Rebuild, attempts: Attempts
+    ) -> Any:
+        """The attempts over an endpoint group (:mod:`llmpool.group_path`)."""
+        raise NotImplementedError
 
     def _before_request(
         self, plugins: PluginManager, ctx: CallContext, request: Request, budget: Deadline
@@ -173,25 +199,21 @@ class RequestPath:
             headers["Idempotency-Key"] = idempotency_key or f"llmpool-{os.urandom(16).hex()}"
         return request.replace(headers=headers)
 
-    def _url(self, path: str) -> str:
-        """The URL of a request *path*, keeping the base URL's query string."""
-        if not self._url_query:
-            return self._url_prefix + path
-        return f"{self._url_prefix}{path}{'&' if '?' in path else '?'}{self._url_query}"
-
     def _send_once(
         self,
         ctx: CallContext,
+        route: Route,
         request: Request,
         parse: Callable[..., T],
         timeout: float | None,
+        *,
         deadline: float | None,
     ) -> tuple[T, int]:
         """One attempt of a non-streamed call: send, read, classify, parse."""
-        response = self._exchange(ctx, request, timeout, deadline)
+        response = self._exchange(ctx, route, request, timeout, deadline)
         if not 200 <= response.status < 300:
-            raise self._status_error(response)
-        request_id = self._provider.request_id(response.headers)
+            raise self._status_error(route, response)
+        request_id = route.provider.request_id(response.headers)
         try:
             body = response.read(max_bytes=self._options.max_response_bytes)
         except ResponseTooLarge as err:
@@ -199,7 +221,7 @@ class RequestPath:
             raise
         return parse(body, request_id=request_id), len(body)
 
-    def _status_error(self, response: HTTPResponse) -> LLMPoolError:
+    def _status_error(self, route: Route, response: HTTPResponse) -> LLMPoolError:
         """The typed error for a non-2xx *response*, from at most
         ERROR_BODY_BYTES of its body (the rest is dropped with the connection)."""
         try:
@@ -208,18 +230,23 @@ class RequestPath:
             body = b""  # too large to be an error message: the status still counts
         except LLMPoolError as err:
             return err
-        return self._provider.parse_error(response.status, response.headers, body)
+        return route.provider.parse_error(response.status, response.headers, body)
 
     def _exchange(
-        self, ctx: CallContext, request: Request, timeout: float | None, deadline: float | None
+        self,
+        ctx: CallContext,
+        route: Route,
+        request: Request,
+        timeout: float | None,
+        deadline: float | None,
     ) -> HTTPResponse:
         """Send *request* and return the response with its headers read. Every
         read of the exchange ends by *deadline* (a monotonic instant); with
         ``follow_redirects`` the redirecting transport follows them."""
-        transport = self._redirecting if self._options.follow_redirects else self._transport
+        transport = route.redirecting if self._options.follow_redirects else route.transport
         response = transport.request(
             request.method,
-            self._url(request.path),
+            route.url(request.path),
             body=request.body,
             headers=request.headers,
             timeout=timeout,
@@ -232,22 +259,21 @@ class RequestPath:
         ctx.pool_wait = getattr(response, "pool_wait", None)
         return response
 
-    def _open_stream(self, ctx: CallContext, request: Request, attempts: Attempts) -> Stream:
+    def _open_stream(
+        self, ctx: CallContext, route: Route, request: Request, attempts: Attempts
+    ) -> Stream:
         """Open a stream through the retry loop, then hand the open response
         to a Stream (which may come back through ``attempts.reopen``)."""
         deadline = attempts.deadline.expires_at
 
         def open_attempt(timeout: float | None) -> HTTPResponse:
-            response = self._exchange(ctx, request, timeout, deadline)
-            if not 200 <= response.status < 300:
-                raise self._status_error(response)
-            return response
+            return self._open_response(ctx, route, request, timeout, deadline)
 
         response = attempts.run(open_attempt)
         return Stream(
             ctx=ctx,
             request=request,
-            provider=self._provider,
+            provider=route.provider,
             response=response,
             reopen=functools.partial(attempts.reopen, attempt=open_attempt),
             plugins=self._plugins,
@@ -255,6 +281,20 @@ class RequestPath:
             max_text=self._options.max_stream_text,
             check_deadline=attempts.check_deadline,
         )
+
+    def _open_response(
+        self,
+        ctx: CallContext,
+        route: Route,
+        request: Request,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> HTTPResponse:
+        """One attempt to open a stream: the response, its status a success."""
+        response = self._exchange(ctx, route, request, timeout, deadline)
+        if not 200 <= response.status < 300:
+            raise self._status_error(route, response)
+        return response
 
     def _stream_done(
         self, ctx: CallContext, request: Request, received: int, error: LLMPoolError | None

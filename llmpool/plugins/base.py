@@ -47,6 +47,7 @@ HOOKS: Mapping[str, tuple[str, ...]] = {
     "on_stream_chunk": ("ctx", "chunk"),
     "on_stream_end": ("ctx", "stream"),
     "on_memory_pressure": ("level", "report"),
+    "on_endpoint_state": ("change",),
 }
 
 #: Hooks through which a *critical* plugin can fail the call. The others run
@@ -179,6 +180,14 @@ class LLMPlugin:
         Runs on the memory manager's thread. Read *level* with
         :func:`~llmpool.plugins.level_name`: ``"warn"``, ``"gc"``, ``"shed"`` or ``"critical"``
         (``"normal"`` means the pressure is over).
+        """
+
+    def on_endpoint_state(self, change: Any) -> None:
+        """An endpoint of the client's group changed state, once per change.
+
+        *change* is a :class:`~llmpool.endpoints.StateChange` (``endpoint``,
+        ``old``, ``new``, ``reason``, ``cooldown`` seconds). Runs on the
+        thread whose call caused the change (or the active checks' thread).
         """
 
 

@@ -154,6 +154,12 @@ class HookDispatcher:
         if entries:
             self._notify(entries, "on_memory_pressure", (level, report))
 
+    def on_endpoint_state(self, change: Any) -> None:
+        """Run ``on_endpoint_state`` for one endpoint's change of state. Never raises."""
+        entries = self._hooks["on_endpoint_state"]
+        if entries:
+            self._notify(entries, "on_endpoint_state", (change,))
+
     def _notify(self, entries: tuple[Entry, ...], hook: str, args: tuple[Any, ...]) -> None:
         for entry in entries:
             self._call(entry, hook, args)

@@ -11,6 +11,7 @@ import pytest
 import llmpool
 from llmpool.config import ClientSettings, MemoryConfig, PluginsConfig, PoolConfig
 from llmpool.config_loading import load_config
+from llmpool.endpoints.model import RoutingConfig
 from llmpool.state import StateConfig
 
 
@@ -144,3 +145,83 @@ def test_every_key_reaches_the_client(tmp_path: Path) -> None:
         state = client.state
         assert state.name == "redis" and state.on_backend_error == "deny"
         assert state.config == config.state  # type: ignore[attr-defined]
+
+
+def _every_group_key() -> dict[str, Any]:
+    """An endpoint group whose every key (endpoint, routing, health) is not its default."""
+    return {
+        "endpoints": [
+            {
+                "name": "east",
+                "base_url": "http://127.0.0.1:9/east/v1",
+                "provider": "anthropic",
+                "api_key_env": "LLMPOOL_TEST_EAST_KEY",
+                "weight": 3.0,
+                "models": ["big"],
+                "max_connections": 2,
+                "rpm": 600.0,
+                "tpm": 90000.0,
+            },
+            {"name": "west", "base_url": "http://127.0.0.1:9/west/v1"},
+        ],
+        "routing": {
+            "strategy": "round_robin",
+            "health": {
+                "window": 10.0,
+                "min_calls": 3,
+                "failure_rate": 0.25,
+                "consecutive_failures": 2,
+                "cooldown": 1.5,
+                "max_cooldown": 60.0,
+                "latency_alpha": 0.5,
+                "check_interval": 30.0,
+                "wait_for_recovery": False,
+                "max_window_calls": 500,
+            },
+            "fallbacks": {"big": ["small"]},
+            "context_window_fallbacks": {"small": ["long"]},
+        },
+    }
+
+
+def test_the_group_configuration_sets_every_key() -> None:
+    """The group configuration below names every key of an endpoint, routing and health."""
+    data = _every_group_key()
+    endpoint = data["endpoints"][0]
+    assert set(endpoint) | {"api_key"} == set(attrs.fields_dict(llmpool.Endpoint))
+    assert set(data["routing"]) == set(attrs.fields_dict(RoutingConfig))
+    assert set(data["routing"]["health"]) == set(attrs.fields_dict(llmpool.HealthConfig))
+    defaults = llmpool.HealthConfig()
+    for key, value in data["routing"]["health"].items():
+        assert getattr(defaults, key) != value, f"routing.health.{key} is its default"
+
+
+def test_every_group_key_reaches_the_client() -> None:
+    """A client from a group configuration routes, heals and falls back as configured."""
+    config = load_config(_every_group_key(), environ={"LLMPOOL_TEST_EAST_KEY": "sk-east"})
+    with llmpool.Client.from_config(config) as client:
+        group = client._group
+        assert group is not None
+        assert client.endpoints == config.endpoints
+        east = group.routes["east"]
+        assert east.provider.name == "anthropic" and east.provider.api_key == "sk-east"
+        assert east.transport.config.max_connections == 2  # type: ignore[attr-defined]
+        assert group.routing == "round_robin"
+        assert group.book.config == config.routing.health
+        assert group.checks is not None  # check_interval started the active checks
+        assert group.fallbacks == {"big": ("small",)}
+        assert group.context_fallbacks == {"small": ("long",)}
+        assert [e.weight for e in client.endpoints] == [3.0, 1.0]
+
+
+def test_a_key_in_the_endpoints_list_is_refused(tmp_path: Path) -> None:
+    """An API key written in the file is refused, naming the key, its file and line."""
+    path = tmp_path / "llmpool.yaml"
+    path.write_text(
+        "endpoints:\n  - name: a\n    base_url: http://127.0.0.1:9/v1\n    api_key: sk-inline\n"
+    )
+    with pytest.raises(llmpool.ConfigError) as info:
+        load_config(str(path), environ={})
+    err = info.value
+    assert err.key == "endpoints[0].api_key" and err.line == 4 and err.file == str(path)
+    assert "sk-inline" not in str(err)

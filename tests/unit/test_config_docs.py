@@ -10,6 +10,7 @@ import pytest
 import llmpool
 from llmpool.config import ClientSettings, PluginsConfig
 from llmpool.config_loading import ENV_VARS
+from llmpool.endpoints.model import RoutingConfig
 from llmpool.retry import RetryPolicy
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.rst"
@@ -20,6 +21,9 @@ SECTIONS = [
     ("memory", llmpool.MemoryConfig),
     ("plugins", PluginsConfig),
     ("state", llmpool.StateConfig),
+    ("routing", RoutingConfig),
+    ("routing.health", llmpool.HealthConfig),
+    ("endpoints[]", llmpool.Endpoint),
 ]
 
 

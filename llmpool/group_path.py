@@ -1,0 +1,336 @@
+"""The request path over an endpoint group: routing, failover and fallbacks.
+
+A call with ``Client(endpoints=[...])`` travels the plain path
+(:mod:`llmpool.request_path`) up to the retry loop; there each attempt
+first asks the health book for an endpoint (:meth:`GroupPath._pick`), is
+shaped for that endpoint's provider (:class:`Shaper`), goes out through the
+endpoint's route, and tells the book how it ended. A failure that names the
+endpoint (:func:`~llmpool.endpoints.outcomes.fails_over`) sends the next
+attempt to another endpoint at once, with the same Idempotency-Key and
+within the same deadline; when the model's endpoints are exhausted, its
+``fallbacks`` follow, and after a "prompt too long" 400 its
+``context_window_fallbacks``.
+
+Thread-safe as the client is: per-call state lives in locals.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from llmpool.attempts import Attempts
+from llmpool.endpoints.health import Outcome, Pick, StateChange
+from llmpool.endpoints.outcomes import fails_over, is_context_window_error, outcome_of
+from llmpool.exceptions import DeadlineExceeded, EndpointsUnavailable, LLMPoolError
+from llmpool.group import EndpointGroup
+from llmpool.models import CallContext, Request
+from llmpool.pool.interfaces import HTTPResponse
+from llmpool.providers import Provider
+from llmpool.providers.base import merge_headers
+from llmpool.request_path import RequestPath
+from llmpool.retry import Deadline
+from llmpool.routes import Rebuild, Route
+from llmpool.streaming import Stream
+
+__all__ = ["GroupPath", "Shaper"]
+
+log = logging.getLogger(__name__)
+
+
+class Shaper:
+    """The call's request as each endpoint's provider shapes it.
+
+    The request the plugins saw (built by the client's first provider) keeps
+    its body for endpoints of the same provider kind and model; every
+    endpoint gets its own provider's headers (its own API key) plus the
+    call's own headers (``extra_headers``, the Idempotency-Key, headers a
+    plugin added). Confined to the call's thread.
+    """
+
+    def __init__(self, primary: Provider, request: Request, rebuild: Rebuild, model: str | None):
+        built, _ = rebuild(primary, model)
+        self.extra = {k: v for k, v in request.headers.items() if built.headers.get(k) != v}
+        self.kind = primary.name
+        self.model = model
+        self.request = request
+        self.rebuild = rebuild
+        self._made: dict[tuple[int, str | None], tuple[Request, Callable[..., Any]]] = {}
+
+    def shape(self, provider: Provider, model: str | None) -> tuple[Request, Callable[..., Any]]:
+        """The request for *provider* and *model*, and its parse function."""
+        key = (id(provider), model)
+        made = self._made.get(key)
+        if made is None:
+            built, parse = self.rebuild(provider, model)
+            changes: dict[str, Any] = {"headers": merge_headers(dict(built.headers), self.extra)}
+            if model == self.model and provider.name == self.kind:
+                changes["payload"] = self.request.payload
+            made = self._made[key] = (built.replace(**changes), parse)
+        return made
+
+
+@attrs.define
+class _Lease:
+    """The endpoint an open stream holds (its in-flight count), until it ends."""
+
+    group: EndpointGroup
+    #: The client's own end of a stream (accounting, errors).
+    then: Callable[[CallContext, Request, int, LLMPoolError | None], None]
+    name: str | None = None
+    probe: bool = False
+    latency: float | None = None
+    kind: str | None = None
+
+    def give_back(self, error: BaseException | None) -> None:
+        """Tell the book how the stream at this endpoint ended."""
+        if self.name is not None:
+            self.group.book.record(self.name, outcome_of(error, self.latency), probe=self.probe)
+            self.name = None
+
+    def stream_done(
+        self, ctx: CallContext, request: Request, received: int, error: LLMPoolError | None
+    ) -> None:
+        """The stream ended: give the endpoint back, then the client's end."""
+        self.give_back(error)
+        self.then(ctx, request, received, error)
+
+
+def _tagged(result: Any, endpoint: str | None) -> Any:
+    """*result* marked with the endpoint that answered, when its type has the field."""
+    kind = type(result)
+    if attrs.has(kind) and "endpoint" in attrs.fields_dict(kind):
+        return attrs.evolve(result, endpoint=endpoint)
+    return result
+
+
+class GroupPath(RequestPath):
+    """The group's steps, for :class:`~llmpool.Client` (inherited)."""
+
+    _group: EndpointGroup | None
+
+    def _group_run(
+        self, ctx: CallContext, request: Request, rebuild: Rebuild, attempts: Attempts
+    ) -> Any:
+        """The call over the group: ``(result, bytes received)``, or a Stream."""
+        group = self._group
+        assert group is not None
+        shaper = Shaper(self._provider, request, rebuild, ctx.model)
+        models = group.chain(ctx.model)
+        index = 0
+        while True:
+            model = models[index]
+            try:
+                names = group.serving(model)
+                if not names:
+                    raise EndpointsUnavailable(
+                        f"no endpoint serves model {model!r}", model=model, endpoints={}
+                    )
+                attempts.failover = functools.partial(self._can_fail_over, ctx, group, names)
+                if request.stream:
+                    return self._group_stream(
+                        ctx, group, shaper, model, names=names, attempts=attempts
+                    )
+                return attempts.run(
+                    functools.partial(
+                        self._group_attempt,
+                        ctx,
+                        group,
+                        shaper,
+                        model,
+                        names=names,
+                        tried=[],
+                        deadline=attempts.deadline,
+                    )
+                )
+            except LLMPoolError as err:
+                if isinstance(err, DeadlineExceeded):
+                    raise
+                if is_context_window_error(err) and group.context_fallbacks.get(model or ""):
+                    models = [*models[: index + 1], *group.context_fallbacks[model or ""]]
+                elif not fails_over(err):
+                    raise
+                if index + 1 >= len(models):
+                    raise
+                index += 1
+                log.info(
+                    "call %d: model %s failed (%s); falling back to %s",
+                    ctx.call_id,
+                    model,
+                    type(err).__name__,
+                    models[index],
+                )
+                attempts = attempts.fresh()
+
+    def _pick(
+        self,
+        ctx: CallContext,
+        group: EndpointGroup,
+        model: str | None,
+        names: tuple[str, ...],
+        *,
+        tried: list[str],
+        deadline: Deadline,
+    ) -> Pick:
+        """An endpoint for the next attempt, one not tried in this call when
+        one can take it; waits for a cooling endpoint when that fits the
+        deadline, else raises EndpointsUnavailable."""
+        book = group.book
+        while True:
+            fresh = [n for n in names if n not in tried]
+            pick = book.pick(fresh) if fresh and len(fresh) < len(names) else Pick(None)
+            if pick.name is None:
+                pick = book.pick(names)
+            if pick.name is not None:
+                tried.append(pick.name)
+                return pick
+            if not book.config.wait_for_recovery or not deadline.allows(pick.wait):
+                errors = book.last_errors(names)
+                listed = "; ".join(f"{n}: {e or 'no error yet'}" for n, e in errors.items())
+                raise EndpointsUnavailable(
+                    f"every endpoint serving {model!r} is cooling down ({listed})",
+                    model=model,
+                    endpoints=errors,
+                )
+            log.debug("call %d: every endpoint cooling; waiting %.3fs", ctx.call_id, pick.wait)
+            self._sleep(pick.wait)
+
+    def _route_for(
+        self, ctx: CallContext, group: EndpointGroup, pick: Pick, model: str | None
+    ) -> Route:
+        route = group.routes[pick.name or ""]
+        ctx.endpoint = route.name
+        ctx.base_url = route.base_url
+        ctx.provider = route.provider.name
+        ctx.model = model
+        return route
+
+    def _group_attempt(
+        self,
+        ctx: CallContext,
+        group: EndpointGroup,
+        shaper: Shaper,
+        model: str | None,
+        timeout: float | None,
+        *,
+        names: tuple[str, ...],
+        tried: list[str],
+        deadline: Deadline,
+    ) -> tuple[Any, int]:
+        """One attempt of a JSON call at the endpoint the book picks."""
+        pick = self._pick(ctx, group, model, names, tried=tried, deadline=deadline)
+        route = self._route_for(ctx, group, pick, model)
+        request, parse = shaper.shape(route.provider, model)
+        started = time.monotonic()
+        try:
+            result, received = self._send_once(
+                ctx, route, request, parse, timeout, deadline=deadline.expires_at
+            )
+        except BaseException as err:
+            error = err if isinstance(err, LLMPoolError) else None
+            group.book.record(route.name or "", outcome_of(error), probe=pick.probe)
+            raise
+        group.book.record(
+            route.name or "", Outcome(ok=True, latency=time.monotonic() - started), probe=pick.probe
+        )
+        return _tagged(result, route.name), received
+
+    def _group_stream(
+        self,
+        ctx: CallContext,
+        group: EndpointGroup,
+        shaper: Shaper,
+        model: str | None,
+        *,
+        names: tuple[str, ...],
+        attempts: Attempts,
+    ) -> Stream:
+        """Open a stream at a picked endpoint; before any chunk, a failure
+        reopens it at another endpoint of the same provider kind."""
+        lease = _Lease(group, self._stream_done)
+        tried: list[str] = []
+        deadline = attempts.deadline
+
+        def open_attempt(timeout: float | None) -> HTTPResponse:
+            candidates = names
+            if lease.kind is not None:  # a reopen keeps the parser's provider kind
+                candidates = tuple(n for n in names if group.routes[n].provider.name == lease.kind)
+            pick = self._pick(ctx, group, model, candidates, tried=tried, deadline=deadline)
+            route = self._route_for(ctx, group, pick, model)
+            request, _ = shaper.shape(route.provider, model)
+            started = time.monotonic()
+            try:
+                response = self._open_response(ctx, route, request, timeout, deadline.expires_at)
+            except BaseException as err:
+                error = err if isinstance(err, LLMPoolError) else None
+                group.book.record(route.name or "", outcome_of(error), probe=pick.probe)
+                raise
+            lease.name, lease.probe = route.name, pick.probe
+            lease.latency, lease.kind = time.monotonic() - started, route.provider.name
+            return response
+
+        response = attempts.run(open_attempt)
+
+        def reopen(err: LLMPoolError) -> HTTPResponse:
+            lease.give_back(err)
+            return attempts.reopen(err, attempt=open_attempt)
+
+        route = group.routes[lease.name or ""]
+        request, _ = shaper.shape(route.provider, model)
+        return Stream(
+            ctx=ctx,
+            request=request,
+            provider=route.provider,
+            response=response,
+            reopen=reopen,
+            plugins=self._plugins,
+            on_done=lease.stream_done,
+            max_text=self._options.max_stream_text,
+            check_deadline=attempts.check_deadline,
+        )
+
+    def _can_fail_over(
+        self, ctx: CallContext, group: EndpointGroup, names: tuple[str, ...], err: LLMPoolError
+    ) -> bool:
+        """Whether the next attempt goes to another endpoint (then it does not wait)."""
+        return fails_over(err) and group.book.has_healthy(names, besides=ctx.endpoint)
+
+    def _check_endpoint(self, name: str) -> Outcome:
+        """An active check: ``GET /models`` at *name*, as an outcome."""
+        group = self._group
+        assert group is not None
+        route = group.routes[name]
+        request = route.provider.build_models()
+        ctx = CallContext(operation="check", provider=route.provider.name, base_url=route.base_url)
+        started = time.monotonic()
+        try:
+            self._send_once(
+                ctx,
+                route,
+                request,
+                route.provider.parse_models,
+                self._options.timeout,
+                deadline=None,
+            )
+        except LLMPoolError as err:
+            return outcome_of(err)
+        return Outcome(ok=True, latency=time.monotonic() - started)
+
+    def _endpoint_changed(self, change: StateChange) -> None:
+        """Report an endpoint's change of state: the log, then plugins."""
+        log.warning(
+            "endpoint %s: %s -> %s (%s)%s",
+            change.endpoint,
+            change.old,
+            change.new,
+            change.reason,
+            "" if change.cooldown is None else f"; cooling down {change.cooldown:.1f}s",
+        )
+        plugins = self._plugins
+        if plugins is not None and plugins.has("on_endpoint_state"):
+            plugins.on_endpoint_state(change)
