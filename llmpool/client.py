@@ -8,15 +8,15 @@ live in :mod:`llmpool.request_path`, which the client inherits.
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from llmpool.calls import Calls
 from llmpool.config import MemoryConfig, PoolConfig
 from llmpool.endpoints.model import Endpoint, HealthConfig
 from llmpool.endpoints.routing import Strategy
@@ -25,9 +25,7 @@ from llmpool.exceptions import (
 )
 from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.group import EndpointGroup, HealthChecks, make_group
-from llmpool.group_path import GroupPath
 from llmpool.memory.state import MemoryState
-from llmpool.models import ChatCompletion, Embeddings
 from llmpool.options import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_STREAM_TEXT,
@@ -35,7 +33,6 @@ from llmpool.options import (
     ClientOptions,
     parse_base_url,
 )
-from llmpool.params import CallKwargs, split_kwargs
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.interfaces import Transport
 from llmpool.providers import Provider, load_provider
@@ -43,7 +40,6 @@ from llmpool.redaction import redact_url
 from llmpool.retry import RetryPolicy
 from llmpool.routes import make_route
 from llmpool.state import StateBackend, StateConfig, open_backend
-from llmpool.streaming import Stream
 from llmpool.validators import TRANSPORTS
 from llmpool.wiring import make_memory, make_plugins, make_pool, resolve_base_url
 
@@ -78,7 +74,7 @@ def _requests_wrapper(pool: Transport) -> Callable[[Transport], Transport]:
     return wrap
 
 
-class Client(GroupPath):
+class Client(Calls):
     """A client for an OpenAI-compatible or Anthropic API.
 
     Thread-safe: build **one** per process and share it between all threads
@@ -275,152 +271,6 @@ class Client(GroupPath):
             log.info("memory pressure (%s): closed %d idle connections", level, closed)
         if self._plugins is not None and self._plugins.has("on_memory_pressure"):
             self._plugins.on_memory_pressure(level, report)
-
-    # -- public calls ------------------------------------------------------------------
-
-    @overload
-    def chat(
-        self,
-        model: str,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        stream: Literal[False] = False,
-        **kwargs: Unpack[CallKwargs],
-    ) -> ChatCompletion: ...
-    @overload
-    def chat(
-        self,
-        model: str,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        stream: Literal[True],
-        **kwargs: Unpack[CallKwargs],
-    ) -> Stream: ...
-    @overload
-    def chat(
-        self,
-        model: str,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        stream: bool,
-        **kwargs: Unpack[CallKwargs],
-    ) -> ChatCompletion | Stream: ...
-    def chat(
-        self,
-        model: str,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        stream: bool = False,
-        **kwargs: Unpack[CallKwargs],
-    ) -> ChatCompletion | Stream:
-        """A chat completion: a :class:`~llmpool.ChatCompletion`, or with
-        ``stream=True`` a :class:`~llmpool.streaming.Stream` of
-        :class:`~llmpool.ChatChunk` (use it in a ``with`` block).
-
-        Keyword arguments (:class:`~llmpool.params.CallKwargs`): the
-        generation parameters of :class:`~llmpool.params.CallParams`
-        (``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``,
-        ``tools``, ``tool_choice``, ``response_format``, ``user``,
-        ``extra_body``) and the call's own ``timeout``, ``deadline``,
-        ``extra_headers`` and ``idempotency_key``.
-        """
-        params, options = split_kwargs("chat", kwargs)
-        request = self._provider.build_chat(model, messages, stream=stream, params=params)
-        rebuild = None
-        if self._group is not None:
-
-            def rebuild(p: Provider, m: str | None) -> tuple[Any, Callable[..., Any]]:
-                return p.build_chat(
-                    m or model, messages, stream=stream, params=params
-                ), p.parse_chat
-
-        result: ChatCompletion | Stream = self._call(
-            "chat", model, request, self._provider.parse_chat, rebuild=rebuild, **options
-        )
-        return result
-
-    @overload
-    def complete(
-        self,
-        model: str,
-        prompt: str,
-        *,
-        stream: Literal[False] = False,
-        **kwargs: Unpack[CallKwargs],
-    ) -> ChatCompletion: ...
-    @overload
-    def complete(
-        self, model: str, prompt: str, *, stream: Literal[True], **kwargs: Unpack[CallKwargs]
-    ) -> Stream: ...
-    @overload
-    def complete(
-        self, model: str, prompt: str, *, stream: bool, **kwargs: Unpack[CallKwargs]
-    ) -> ChatCompletion | Stream: ...
-    def complete(
-        self, model: str, prompt: str, *, stream: bool = False, **kwargs: Unpack[CallKwargs]
-    ) -> ChatCompletion | Stream:
-        """A text completion (OpenAI ``/completions``): a ChatCompletion whose
-        message holds the text, or a Stream with ``stream=True``. Takes the
-        keyword arguments of :meth:`chat` (``tools``, ``tool_choice`` and
-        ``response_format`` do not apply)."""
-        params, options = split_kwargs("complete", kwargs)
-        request = self._provider.build_complete(model, prompt, stream=stream, params=params)
-        rebuild = None
-        if self._group is not None:
-
-            def rebuild(p: Provider, m: str | None) -> tuple[Any, Callable[..., Any]]:
-                built = p.build_complete(m or model, prompt, stream=stream, params=params)
-                return built, p.parse_complete
-
-        result: ChatCompletion | Stream = self._call(
-            "complete", model, request, self._provider.parse_complete, rebuild=rebuild, **options
-        )
-        return result
-
-    def embed(
-        self,
-        model: str,
-        input: str | Sequence[str],
-        *,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> Embeddings:
-        """Embeddings for *input* (one vector per string, in order)."""
-        request = self._provider.build_embed(model, input)
-        inputs = 1 if isinstance(input, str) else len(input)
-        rebuild = None
-        if self._group is not None:
-
-            def rebuild(p: Provider, m: str | None) -> tuple[Any, Callable[..., Any]]:
-                parse = functools.partial(p.parse_embed_checked, inputs=inputs)
-                return p.build_embed(m or model, input), parse
-
-        result: Embeddings = self._call(
-            "embed",
-            model,
-            request,
-            functools.partial(self._provider.parse_embed_checked, inputs=inputs),
-            timeout=timeout,
-            deadline=deadline,
-            extra_headers=extra_headers,
-            rebuild=rebuild,
-        )
-        return result
-
-    def models(self, *, timeout: float | None = None) -> tuple[str, ...]:
-        """The model names the server offers."""
-        request = self._provider.build_models()
-        rebuild = None
-        if self._group is not None:
-
-            def rebuild(p: Provider, m: str | None) -> tuple[Any, Callable[..., Any]]:
-                return p.build_models(), p.parse_models
-
-        names: tuple[str, ...] = self._call(
-            "models", None, request, self._provider.parse_models, timeout=timeout, rebuild=rebuild
-        )
-        return names
 
     def stats(self) -> dict[str, Any]:
         """``{"client": ..., "pool": ..., "memory": ..., "plugins": ...}`` as plain

@@ -68,21 +68,21 @@ class RequestPath:
         self,
         operation: str,
         model: str | None,
-        request: Request,
-        parse: Callable[..., Any],
+        build: Rebuild,
         *,
         timeout: float | None = None,
         deadline: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
-        rebuild: Rebuild | None = None,
     ) -> Any:
         """Run one call: plugins, admission, the retry loop, accounting.
 
         The deadline starts here: plugin hooks, waits for a connection, reads
-        and retries all spend it. With an endpoint group, *rebuild* shapes the
-        call for another endpoint or model (:mod:`llmpool.group_path`).
+        and retries all spend it. *build* shapes the call for a provider and
+        model (with an endpoint group, for each endpoint and fallback model:
+        :mod:`llmpool.group_path`).
         """
+        request, parse = build(self._provider, model)
         budget = Deadline.after(
             self._options.deadline if deadline is None else check_option("deadline", deadline)
         )
@@ -112,9 +112,9 @@ class RequestPath:
         self._count("calls")
         try:
             if request.stream:
-                stream: Stream = self._run(ctx, request, parse, rebuild, attempts)
+                stream: Stream = self._run(ctx, request, parse, build, attempts)
                 return stream
-            result, received = self._run(ctx, request, parse, rebuild, attempts)
+            result, received = self._run(ctx, request, parse, build, attempts)
         except LLMPoolError as err:
             self._failed(ctx, request, err)
             raise
@@ -133,12 +133,12 @@ class RequestPath:
         ctx: CallContext,
         request: Request,
         parse: Callable[..., Any],
-        rebuild: Rebuild | None,
+        build: Rebuild,
         attempts: Attempts,
     ) -> Any:
         """The attempts: ``(result, bytes received)``, or an open Stream."""
-        if self._group is not None and rebuild is not None:
-            return self._group_run(ctx, request, rebuild, attempts)
+        if self._group is not None:
+            return self._group_run(ctx, request, build, attempts)
         route = self._route
         if request.stream:
             return self._open_stream(ctx, route, request, attempts)

@@ -163,11 +163,29 @@ def test_client_work_without_network(
         "POST", server.url("/v1/chat/completions"), body=BODY, headers=HEADERS
     ).data
     canned = _Canned(body)
-    with llmpool.Client("http://127.0.0.1:9/v1", api_key="k") as c:
-        c._transport = type("Transport", (), {"request": lambda self, *a, **k: canned})()
+    with llmpool.Client("http://127.0.0.1:9/v1", api_key="k", pool=_CannedTransport(canned)) as c:
         assert c.chat("m", MESSAGES).text == "Hello from the mock server."
         benchmark.pedantic(lambda: c.chat("m", MESSAGES), rounds=2000, warmup_rounds=200)
     benchmark.extra_info["json_loads_us"] = _time_json_loads(body)
+
+
+class _CannedTransport:
+    """A Transport that answers every request with one canned response."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    def request(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self.response
+
+    def get_stats(self) -> dict[str, Any]:
+        return {}
+
+    def close_idle(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 def _time_json_loads(body: bytes) -> float:
