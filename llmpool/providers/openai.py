@@ -13,7 +13,7 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmpool.exceptions import ConfigError
+from llmpool.exceptions import ConfigError, LLMPoolError
 from llmpool.models import ChatChunk, ChatCompletion, Choice, Embeddings, Message, Request
 from llmpool.params import NO_PARAMS, CallParams
 from llmpool.providers.base import Provider
@@ -21,6 +21,7 @@ from llmpool.providers.parsing import (
     SHAPE_ERRORS,
     as_dict,
     as_list,
+    invalid_response,
     load_json,
     opt_int,
     opt_str,
@@ -261,7 +262,8 @@ def _completion(
     choice: Callable[[int, dict[str, Any]], Choice],
 ) -> ChatCompletion:
     data = load_json(body, request_id=request_id, what=what)
-    with response_shape(body, request_id, what):
+    # What response_shape does, as a plain try (no context manager per call).
+    try:
         obj = as_dict(data)
         choices = as_list(obj["choices"])
         if not choices:
@@ -269,12 +271,16 @@ def _completion(
         return ChatCompletion(
             id=str(obj.get("id") or ""),
             model=str(obj.get("model") or ""),
-            choices=tuple(choice(i, as_dict(c)) for i, c in enumerate(choices)),
+            choices=tuple([choice(i, as_dict(c)) for i, c in enumerate(choices)]),
             usage=parse_usage(obj.get("usage")),
             created=opt_int(obj.get("created")),
             request_id=request_id,
             raw=obj,
         )
+    except LLMPoolError:
+        raise
+    except SHAPE_ERRORS as exc:
+        raise invalid_response(body, request_id, what, exc) from exc
 
 
 def _in_index_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

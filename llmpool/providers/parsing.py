@@ -140,6 +140,13 @@ def parse_usage(value: Any) -> Usage:
     if value is None:
         return Usage()
     usage = as_dict(value)
+    prompt, completion, total = (
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        usage.get("total_tokens"),
+    )
+    if type(prompt) is int and type(completion) is int and type(total) is int:
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
     prompt = opt_int(usage.get("prompt_tokens"), 0) or 0
     completion = opt_int(usage.get("completion_tokens"), 0) or 0
     total = opt_int(usage.get("total_tokens"), prompt + completion) or 0

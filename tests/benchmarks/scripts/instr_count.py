@@ -20,6 +20,7 @@ a per cent from run to run (``PYTHONHASHSEED`` is fixed), whatever the load.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -52,6 +53,11 @@ def worker(args: argparse.Namespace) -> None:
     call = _calls(args.kind, args.contender, args.url)
     for _ in range(WARMUP):
         call()
+    # A full collection now, and the survivors out of the collector's sight: a
+    # collection of the old generation (the imports' millions of objects) falling
+    # in one run and not the other would swamp the difference.
+    gc.collect()
+    gc.freeze()
     for _ in range(args.n):
         call()
     sys.stdout.flush()
