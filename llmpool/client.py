@@ -144,6 +144,7 @@ class Client(Calls):
             follow_redirects=follow_redirects,
         )
         self._group = None
+        self._is_clone = False
         if endpoints is None:
             self._provider = load_provider(
                 provider,
@@ -181,18 +182,19 @@ class Client(Calls):
                 )
                 self._route = next(iter(self._group.routes.values()))
                 self._provider = self._route.provider
+            self._state, self._owns_state = open_backend(state)
         except BaseException:
+            self._close_group()
             if self._owns_pool:
                 self._pool.close()
             raise
         self.base_url = self._route.base_url
         try:
-            self._state, self._owns_state = open_backend(state)
             self._plugins, self._owns_plugins = make_plugins(
                 plugins, plugin_settings, plugin_dirs, strict=plugins_strict, state=self._state
             )
         except BaseException:
-            if getattr(self, "_owns_state", False):
+            if self._owns_state:
                 self._state.close()
             self._close_group()
             if self._owns_pool:
@@ -202,6 +204,7 @@ class Client(Calls):
         if self._memory is not None:
             self._wire_memory(self._memory)
         if self._group is not None:
+            self._group.share_cooldowns(self._state)
             self._start_checks(self._group)
         reset_after_fork(self, renew_lock)  # a parent thread may have held it
 
@@ -233,6 +236,7 @@ class Client(Calls):
             )
         clone = copy.copy(self)
         clone._owns_pool = clone._owns_plugins = clone._owns_memory = False
+        clone._is_clone = True
         clone._owns_state = False
         clone._lock = threading.Lock()
         clone._counters = dict.fromkeys(self._counters, 0)
@@ -338,7 +342,9 @@ class Client(Calls):
             self._pool.close()
 
     def _close_group(self) -> None:
-        if self._group is not None and self._owns_pool:
+        """Stop the group's checks and close the pools its endpoints own
+        (not from a with_options() clone, which shares them)."""
+        if self._group is not None and not self._is_clone:
             self._group.close()
 
     def _start_checks(self, group: EndpointGroup) -> None:

@@ -26,6 +26,8 @@ from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.interfaces import Transport
 from llmpool.providers import Provider, load_provider
 from llmpool.routes import Route, make_route
+from llmpool.shared_health import SharedCooldowns
+from llmpool.state.base import StateBackend
 
 __all__ = ["EndpointGroup", "HealthChecks", "make_group"]
 
@@ -54,6 +56,8 @@ class EndpointGroup:
         self.context_fallbacks = dict(context_fallbacks)
         self.owned = tuple(owned)
         self.checks: HealthChecks | None = None
+        #: Cool-downs shared with other processes (a shared state backend only).
+        self.shared: SharedCooldowns | None = None
         self._serving: dict[str | None, tuple[str, ...]] = {}
 
     def serving(self, model: str | None) -> tuple[str, ...]:
@@ -74,7 +78,7 @@ class EndpointGroup:
     def with_headers(self, headers: Mapping[str, str]) -> EndpointGroup:
         """A group sharing this one's book and pools, its providers' default
         headers changed (for ``Client.with_options(default_headers=...)``)."""
-        return EndpointGroup(
+        clone = EndpointGroup(
             self.endpoints,
             {name: route.with_headers(headers) for name, route in self.routes.items()},
             self.book,
@@ -83,6 +87,14 @@ class EndpointGroup:
             context_fallbacks=self.context_fallbacks,
             owned=(),
         )
+        clone.shared = self.shared
+        return clone
+
+    def share_cooldowns(self, backend: StateBackend) -> None:
+        """Share cool-downs through *backend* when it is shared between processes."""
+        if backend.shared:
+            base_urls = {name: route.base_url for name, route in self.routes.items()}
+            self.shared = SharedCooldowns(backend, self.book, base_urls)
 
     def stats(self) -> dict[str, Any]:
         """Per endpoint: state, in flight, requests, failures, cool-downs,

@@ -182,6 +182,8 @@ class GroupPath(RequestPath):
         deadline, else raises EndpointsUnavailable."""
         book = group.book
         while True:
+            if group.shared is not None:
+                group.shared.sync(deadline.remaining())
             fresh = [n for n in names if n not in tried]
             pick = book.pick(fresh) if fresh and len(fresh) < len(names) else Pick(None)
             if pick.name is None:
@@ -322,7 +324,11 @@ class GroupPath(RequestPath):
         return Outcome(ok=True, latency=time.monotonic() - started)
 
     def _endpoint_changed(self, change: StateChange) -> None:
-        """Report an endpoint's change of state: the log, then plugins."""
+        """Report an endpoint's change of state: other processes (a shared
+        state backend), the log, then plugins."""
+        group = self._group
+        if group is not None and group.shared is not None:
+            group.shared.publish(change)
         log.warning(
             "endpoint %s: %s -> %s (%s)%s",
             change.endpoint,

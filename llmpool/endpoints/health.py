@@ -319,20 +319,23 @@ class HealthBook:
         record.outcomes.clear()
         changes.append(StateChange(record.endpoint.name, old, COOLING, reason, seconds))
 
-    def cool_until(self, name: str, until: float, reason: str) -> None:
+    def cool_until(self, name: str, until: float, reason: str) -> bool:
         """Cool *name* down until the monotonic instant *until* (a cool-down
-        learnt elsewhere, e.g. from another process); never shortens one."""
+        learnt elsewhere, e.g. from another process); never shortens one.
+        True when it changed anything."""
         changes: list[StateChange] = []
         with self._lock:
             record = self._records[name]
-            if until <= max(record.until, self.clock()):
-                return
+            now = self.clock()
+            if until <= max(record.until, now):
+                return False
             old, record.until = record.state, until
             if old != COOLING:
                 record.state = COOLING
                 record.probing = False
-                changes.append(StateChange(name, old, COOLING, reason, until - self.clock()))
+                changes.append(StateChange(name, old, COOLING, reason, until - now))
         self._report(changes)
+        return True
 
     def cooling(self) -> dict[str, float]:
         """``{name: monotonic instant its cool-down ends}`` for every cooling endpoint."""

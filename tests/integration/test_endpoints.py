@@ -326,3 +326,22 @@ def test_an_anthropic_endpoint_beside_an_openai_one(servers: list[MockLLMServer]
     assert servers[0].requests[0].path.endswith("/chat/completions")
     assert servers[1].requests[0].path.endswith("/messages")
     assert servers[1].requests[0].header("x-api-key") == "sk-an"
+
+
+def test_own_endpoint_pools_close_with_a_client_on_a_shared_pool(
+    servers: list[MockLLMServer],
+) -> None:
+    """An endpoint's own pool closes with the client even when the main pool is the caller's."""
+    shared = llmpool.ConnectionPool()
+    eps = [endpoint("a", servers[0], max_connections=1)]
+    client = llmpool.Client(endpoints=eps, pool=shared)
+    own = client._group.routes["a"].transport  # type: ignore[union-attr]
+    clone = client.with_options(timeout=5.0)
+    clone.chat("m", HI)
+    clone.close()  # a clone shares the group's pools: they stay open
+    client.chat("m", HI)
+    client.close()
+    with pytest.raises(llmpool.PoolClosed):
+        own.request("GET", servers[0].url("/v1/models"))
+    shared.request("GET", servers[0].url("/v1/models")).read()  # the caller's pool stays open
+    shared.close()
