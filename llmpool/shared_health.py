@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 
 from llmpool.endpoints.health import COOLING, HealthBook, StateChange
 from llmpool.exceptions import LLMPoolError
+from llmpool.forking import reset_after_fork
 from llmpool.state.base import StateBackend
 
 __all__ = ["SCOPE", "SharedCooldowns", "endpoint_id"]
@@ -73,6 +74,11 @@ class SharedCooldowns:
         self._syncing = threading.Lock()
         self.published = 0
         self.applied = 0
+        reset_after_fork(self, SharedCooldowns._after_fork)
+
+    def _after_fork(self) -> None:
+        self._syncing = threading.Lock()  # a parent thread may have held it
+        self._next_sync = 0.0  # the child reads the shared cool-downs at once
 
     def publish(self, change: StateChange) -> None:
         """Write a cool-down this process decided (outside every lock)."""

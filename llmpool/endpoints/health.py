@@ -34,6 +34,7 @@ import attrs
 
 from llmpool.endpoints.model import Endpoint, HealthConfig
 from llmpool.endpoints.routing import EndpointView, Strategy
+from llmpool.forking import renew_lock, reset_after_fork
 
 __all__ = ["COOLING", "HALF_OPEN", "HEALTHY", "HealthBook", "Outcome", "Pick", "StateChange"]
 
@@ -145,6 +146,7 @@ class HealthBook:
         # Guards every _Record (microseconds; never across I/O or a callback).
         self._lock = threading.Lock()
         self._records = {e.name: _Record(e, config.max_window_calls) for e in endpoints}
+        reset_after_fork(self, renew_lock)  # a parent thread may have held it
 
     @property
     def names(self) -> tuple[str, ...]:
