@@ -97,7 +97,13 @@ class StateBackend(ABC):
         timeout: float | None = None,
     ) -> None:
         """Replace the reservation *ticket* by the *tokens* the call really used
-        (nothing happens when it has already left the window)."""
+        (nothing happens when it has already left the window).
+
+        A shared backend may keep a replacement that gives tokens back (usage
+        below the reservation) and send it with the scope's next admission
+        from this process, so that a call costs one round trip: until then
+        the window counts the reservation, never less than was used. Usage
+        above the reservation is applied before this returns."""
 
     # ------------------------------------------------------------------ cache
 

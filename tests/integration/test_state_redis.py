@@ -160,3 +160,67 @@ def test_a_readonly_replica_is_a_backend_error(own_redis: OwnRedis, redis_url_fi
     client.execute_command("REPLICAOF", "NO", "ONE")
     assert store.admit("s", RateLimits(requests=1)).admitted
     store.close()
+
+
+def test_a_refund_travels_with_the_next_admission_and_a_debt_goes_at_once(
+    redis_url_fixture: str, prefix: str
+) -> None:
+    """One round trip per call: usage below the reservation waits for the scope's next
+    admission from the same backend (until then others see the reservation, never less);
+    usage above it reaches Redis before reconcile returns."""
+    limits = RateLimits(tokens=100, window=60.0)
+    a, b = backend(redis_url_fixture, prefix), backend(redis_url_fixture, prefix)
+    first = a.admit("s/m", limits, tokens=60)
+    assert first.admitted and first.ticket is not None
+    trips = a.stats()["round_trips"]
+    a.reconcile("s/m", limits, first.ticket, tokens=10)
+    assert a.stats()["round_trips"] == trips and a.stats()["deferred_pending"] == 1
+    assert not b.admit("s/m", limits, tokens=50).admitted  # 60 still reserved
+    assert a.admit("s/m", limits, tokens=30).admitted  # carries the refund: 10 + 30
+    assert a.stats()["round_trips"] == trips + 1 and a.stats()["deferred_pending"] == 0
+    second = b.admit("s/m", limits, tokens=50)
+    assert second.admitted and second.ticket is not None  # 90 of 100
+    b.reconcile("s/m", limits, second.ticket, tokens=60)  # a debt of 10: sent at once
+    assert not a.admit("s/m", limits, tokens=5).admitted  # 100 used
+    used = redis.Redis.from_url(redis_url_fixture).hget(a._window_keys("s/m")[1], "used")
+    assert used == b"100"
+    for store in (a, b):
+        store.close()
+
+
+def test_a_replacement_sent_twice_counts_once_and_close_sends_what_is_left(
+    redis_url_fixture: str, prefix: str
+) -> None:
+    """A reconciliation that may or may not have arrived is sent again safely; closing a
+    backend hands its deferred refunds to Redis."""
+    limits = RateLimits(tokens=100, window=60.0)
+    store = backend(redis_url_fixture, prefix)
+    meta = store._window_keys("s/m")[1]
+    client = redis.Redis.from_url(redis_url_fixture)
+    ticket = store.admit("s/m", limits, tokens=80).ticket
+    assert ticket is not None
+    store._send_deferred("s/m", [(ticket, 30)], None)
+    store._send_deferred("s/m", [(ticket, 30)], None)
+    assert client.hget(meta, "used") == b"30"
+    other = store.admit("s/m", limits, tokens=20).ticket
+    assert other is not None
+    store.reconcile("s/m", limits, other, tokens=5)
+    assert client.hget(meta, "used") == b"50"
+    store.close()
+    assert client.hget(meta, "used") == b"35"
+
+
+def test_an_idle_connection_closed_by_a_restart_is_replaced_without_an_error(
+    own_redis: OwnRedis,
+) -> None:
+    """Redis restarted while a connection sat idle: the next operation reconnects once and
+    succeeds (scripts loaded again), no failure reported."""
+    store = backend(own_redis.url, "p", timeout=1.0)
+    limits = RateLimits(requests=100, tokens=1000, window=60.0)
+    assert store.admit("s", limits, tokens=10).admitted
+    own_redis.kill()
+    own_redis.start()
+    assert store.admit("s", limits, tokens=10).admitted
+    stats = store.stats()
+    assert stats["errors"] == 0 and stats["reconnects"] == 1 and stats["script_loads"] == 2
+    store.close()

@@ -111,6 +111,25 @@ def test_models_have_separate_windows() -> None:
     start(manager, "b")
 
 
+def test_each_api_key_and_base_url_spends_its_own_budget() -> None:
+    """The scope digests of credentials are kept per (base URL, model, headers): the same key
+    spends one budget call after call, another key or base URL another budget."""
+    fake = FakeTime()
+    manager, plugin = load({"requests_per_minute": 1, "timeout": 0}, fake)
+
+    def call(key: str, base_url: str = "http://a/v1") -> None:
+        ctx = CallContext(operation="chat", model="m", base_url=base_url)
+        request = Request(method="POST", path="/chat/completions", payload={})
+        manager.before_request(ctx, request.replace(headers={"Authorization": f"Bearer {key}"}))
+
+    call("sk-one")
+    with pytest.raises(RateLimitExceeded):
+        call("sk-one")
+    call("sk-two")
+    call("sk-one", "http://b/v1")
+    assert len(plugin._scopes) == 3 and not any("sk-" in s for s in plugin._scopes.values())
+
+
 def test_a_window_scales_the_per_minute_budget() -> None:
     """window 2 s with 1800/min: 60 calls per 2 s."""
     fake = FakeTime()

@@ -45,6 +45,9 @@ from llmpool.validators import (
 
 __all__ = ["RateLimitPlugin", "RateLimitSettings"]
 
+#: Scope digests kept (the table starts afresh when it is full).
+MAX_SCOPE_DIGESTS = 256
+
 
 @attrs.frozen(kw_only=True)
 class RateLimitSettings:
@@ -126,6 +129,8 @@ class RateLimitPlugin(LLMPlugin):
             ("admitted", "waits", "rejected", "backend_errors", "allowed_on_error", "denied"), 0
         )
         self._waited = 0.0
+        # (base URL, model, headers) -> scope; swapped for an empty one when full
+        self._scopes: dict[tuple[Any, ...], str] = {}
 
     def setup(self, context: PluginContext) -> None:
         self.settings = read_settings(RateLimitSettings, self.name, context.settings)
@@ -137,8 +142,19 @@ class RateLimitPlugin(LLMPlugin):
             self._backend = MemoryBackend(max_scopes=self.settings.max_models, clock=self._clock)
 
     def _scope(self, ctx: CallContext, request: Request) -> str:
-        scope = self.settings.scope or credential_scope(request.headers, ctx.base_url)
-        return f"{scope}/{ctx.model or ''}"
+        """The window's name: the scope (settings, else a digest of the base URL
+        and credentials) and the model. Digests are kept per (base URL, model,
+        headers): computing one costs about half of an in-process admission."""
+        if self.settings.scope:
+            return f"{self.settings.scope}/{ctx.model or ''}"
+        key = (ctx.base_url, ctx.model, tuple(request.headers.items()))
+        scope = self._scopes.get(key)
+        if scope is None:
+            if len(self._scopes) >= MAX_SCOPE_DIGESTS:
+                self._scopes = {}
+            scope = f"{credential_scope(request.headers, ctx.base_url)}/{ctx.model or ''}"
+            self._scopes[key] = scope
+        return scope
 
     def before_request(self, ctx: CallContext, request: Request) -> None:
         scope = self._scope(ctx, request)
