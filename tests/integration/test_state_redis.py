@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -223,4 +224,31 @@ def test_an_idle_connection_closed_by_a_restart_is_replaced_without_an_error(
     assert store.admit("s", limits, tokens=10).admitted
     stats = store.stats()
     assert stats["errors"] == 0 and stats["reconnects"] == 1 and stats["script_loads"] == 2
+    store.close()
+
+
+def test_a_forked_child_opens_its_own_connections_and_drops_the_parents_refunds(
+    redis_url_fixture: str, prefix: str
+) -> None:
+    """The child never writes on the parent's socket nor sends the parent's deferred refund;
+    the parent's connection still works after the child exits."""
+    limits = RateLimits(tokens=100, window=60.0)
+    store = backend(redis_url_fixture, prefix)
+    ticket = store.admit("s/m", limits, tokens=50).ticket
+    assert ticket is not None
+    store.reconcile("s/m", limits, ticket, tokens=10)  # deferred in the parent
+    parent_link = store._free[-1]
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only when every check holds
+        ok = not store._free and store.stats()["deferred_pending"] == 0
+        ok = ok and store.admit("s/m", limits, tokens=50).admitted  # 50 + 50: no refund
+        ok = ok and not store.admit("s/m", limits, tokens=1).admitted
+        store.close()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._free[-1] is parent_link
+    assert store.admit("s/m", limits, tokens=40).admitted  # the refund arrives: 10 + 50 + 40
+    stats = store.stats()
+    assert stats["errors"] == 0 and stats["reconnects"] == 0  # the same socket, unharmed
     store.close()
