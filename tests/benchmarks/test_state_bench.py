@@ -20,6 +20,7 @@ from tests.integration.redis_support import redis_url
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 HUGE = {"ratelimit": {"requests_per_minute": 10_000_000, "tokens_per_minute": 10_000_000_000}}
+REQUESTS_ONLY = {"ratelimit": {"requests_per_minute": 10_000_000}}
 
 
 @pytest.fixture
@@ -42,22 +43,33 @@ def _bench(benchmark: Any, call: Callable[[], object]) -> None:
 
 
 @pytest.mark.benchmark(group="state: rate limiter per call (canned server)")
-@pytest.mark.parametrize("limiter", ["none", "memory", "redis"])
+@pytest.mark.parametrize("limiter", ["none", "memory", "redis", "redis-requests-only"])
 def test_rate_limiter_per_call(
     benchmark: Any, canned_server: CannedServer, state: llmpool.StateConfig, limiter: str
 ) -> None:
-    """A JSON call with no limiter, the in-process one and the Redis one."""
+    """A JSON call with no limiter, the in-process one and the Redis one (a requests and
+    tokens budget, or requests only): one round trip to Redis per call."""
     plugins = [] if limiter == "none" else ["ratelimit"]
+    settings = REQUESTS_ONLY if limiter == "redis-requests-only" else HUGE
+    calls = 0
     with llmpool.Client(
         canned_server.base_url,
         "k",
         plugins=plugins,
-        plugin_settings=HUGE,
-        state=state if limiter == "redis" else None,
+        plugin_settings=settings,
+        state=state if limiter.startswith("redis") else None,
     ) as client:
-        _bench(benchmark, lambda: client.chat("canned-model", MESSAGES, max_tokens=50))
-        if limiter == "redis":
-            assert client.stats()["state"]["errors"] == 0
+
+        def call() -> object:
+            nonlocal calls
+            calls += 1
+            return client.chat("canned-model", MESSAGES, max_tokens=50)
+
+        _bench(benchmark, call)
+        if limiter.startswith("redis"):
+            stats = client.stats()["state"]
+            assert stats["errors"] == 0
+            assert stats["round_trips"] - stats["script_loads"] == calls
 
 
 @pytest.mark.benchmark(group="state: cache hit vs a 20 ms call")
