@@ -152,30 +152,24 @@ class RedisBackend(StateBackend):
         limit = self.config.timeout if timeout is None else min(timeout, self.config.timeout)
         if limit <= 0:
             raise self._errors.record(operation, TimeoutError("no time left"), self._where)
-        reused = True
         try:
             try:
-                link = self._free.pop()
+                link, reused = self._free.pop(), True
             except IndexError:
-                reused, link = False, self._connect()
+                link, reused = self._connect(), False
             started = time.monotonic()
             try:
-                reply = link.request(payload, limit)
+                reply = _exchange(link, payload, limit)
             except ConnectionError:
-                link.close()
-                if not reused:
-                    raise
-                # an idle connection Redis closed meanwhile (a restart): one more try
                 left = limit - (time.monotonic() - started)
-                if left <= 0:
+                if not reused or left <= 0:
                     raise
+                # an idle connection Redis closed meanwhile (a restart): once more, on a
+                # new one (safe: admitting twice only over-counts, the rest is idempotent)
                 link = self._connect()
                 with self._lock:
                     self._reconnects += 1
-                reply = link.request(payload, left)
-            except BaseException:
-                link.close()  # a half-read reply: this connection is done
-                raise
+                reply = _exchange(link, payload, left)
         except _FAILURES as exc:
             raise self._errors.record(operation, exc, self._where) from exc
         with self._lock:
@@ -330,7 +324,10 @@ class RedisBackend(StateBackend):
         timeout: float | None = None,
     ) -> bool:
         ms = max(1, int((DEFAULT_CACHE_TTL if ttl is None else ttl) * 1000))
-        data = value if isinstance(value, bytes) else str(value).encode()
+        if isinstance(value, bytes | bytearray | memoryview):
+            data = bytes(value)
+        else:
+            data = str(value).encode()
         payload = resp.command(b"SET", self.cache_key(key), data, b"PX", ms)
         self._run("cache_set", timeout, payload)
         return True
@@ -382,3 +379,13 @@ class RedisBackend(StateBackend):
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._where} prefix={self.prefix!r}>"
+
+
+def _exchange(link: resp.Link, payload: bytes, limit: float) -> Any:
+    """*link*'s reply to *payload*; on any failure the link is closed (a
+    half-read reply or a dead socket: that connection is done)."""
+    try:
+        return link.request(payload, limit)
+    except BaseException:
+        link.close()
+        raise

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 
 import pytest
@@ -251,4 +253,27 @@ def test_a_forked_child_opens_its_own_connections_and_drops_the_parents_refunds(
     assert store.admit("s/m", limits, tokens=40).admitted  # the refund arrives: 10 + 50 + 40
     stats = store.stats()
     assert stats["errors"] == 0 and stats["reconnects"] == 0  # the same socket, unharmed
+    store.close()
+
+
+def test_the_calls_time_left_bounds_a_reply_below_the_state_timeout(own_redis: OwnRedis) -> None:
+    """A Redis that stops answering (SIGSTOP) for 2 s: an admission given 50 ms fails with a
+    timeout before Redis resumes (with the state's 5 s it would have been answered), and the
+    next operation works on a new connection."""
+    store = backend(own_redis.url, "p", timeout=5.0)
+    limits = RateLimits(requests=100, window=60.0)
+    assert store.admit("s", limits).admitted
+    assert own_redis.process is not None
+    pid = own_redis.process.pid
+    resume = threading.Timer(2.0, os.kill, (pid, signal.SIGCONT))
+    os.kill(pid, signal.SIGSTOP)
+    resume.start()
+    try:
+        with pytest.raises(StateBackendError) as info:
+            store.admit("s", limits, timeout=0.05)
+        assert info.value.reason == "TimeoutError"
+    finally:
+        resume.join()
+    assert store.admit("s", limits).admitted
+    assert store.stats()["errors"] == 1
     store.close()
