@@ -127,37 +127,26 @@ class _TrackedPool:
         return conn
 
     def _get_conn(self, timeout: float | None = None) -> Any:
-        stats = self.llm_stats
         started = connections._now()
-        queue = self.pool
-        waited = True
-        if queue is None:  # closed: raises, counted
-            conn = self._wait_for_conn(timeout)
-        else:
-            try:
-                # A free slot at once (the common case): nobody waits, no gauge moves.
-                conn = queue.get(block=False)
-                waited = False
-            except queues.Empty:
-                conn = self._wait_for_conn(timeout)
+        try:  # a free slot at once (the common case): nobody waits, no gauge moves
+            conn, waited = self.pool.get(block=False), False
+        except (queues.Empty, AttributeError):  # none free, or closed (pool is None)
+            conn, waited = self._wait_for_conn(timeout), True
         now = connections._now()
         if conn is not None and conn.sock is not None:
             self._check_idle(conn, now)
         if conn is None:
             conn = self._new_conn()
         conn.llm_waited = now - started
-        stats.checked_out(conn.llm_waited, conn, now, queued=waited)
+        self.llm_stats.checked_out(conn.llm_waited, conn, now, queued=waited)
         if self.llm_leak_check is not None:
             self.llm_leak_check()
         return conn
 
     def _wait_for_conn(self, timeout: float | None) -> Any:
-        """Wait up to *timeout* (default: the config's pool timeout) for a free
-        slot, counted in the ``waiting`` gauge while it waits."""
-        if timeout is None:
-            timeout = self.llm_config.effective_pool_timeout
-        stats = self.llm_stats
-        stats.wait_started()
+        """Wait up to *timeout* (None: the config's) for a free slot, counted waiting."""
+        timeout = self.llm_config.effective_pool_timeout if timeout is None else timeout
+        self.llm_stats.wait_started()
         try:
             queue = self.pool
             if queue is None:
@@ -171,7 +160,7 @@ class _TrackedPool:
                     f"(max_connections={self.llm_config.max_connections})",
                 ) from exc
         except BaseException:
-            stats.checkout_failed()
+            self.llm_stats.checkout_failed()
             raise
 
     def _check_idle(self, conn: Any, now: float) -> None:
