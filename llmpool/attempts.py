@@ -19,7 +19,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from llmpool.exceptions import DeadlineExceeded, LLMPoolError, TransportError
+from llmpool.exceptions import (
+    APIStatusError,
+    DeadlineExceeded,
+    LLMPoolError,
+    TLSError,
+    TransportError,
+)
 from llmpool.models import CallContext
 from llmpool.retry import Deadline, RetryPolicy, next_delay, should_retry
 
@@ -118,14 +124,23 @@ class Attempts:
         if isinstance(err, TransportError) and self.deadline.expired():
             raise self.deadline.exceeded(attempts=self.made, last_error=err) from err
 
+    def _fails_over_anyway(self, err: LLMPoolError) -> bool:
+        """An error the policy would not retry at the same endpoint, but
+        another endpoint may answer: a status outside ``retry_statuses`` or a
+        ``Retry-After`` beyond ``max_retry_after`` (the failover test already
+        said it names the endpoint), or a TLS failure. Attempts still count."""
+        return self.made < self.policy.max_attempts and isinstance(err, (APIStatusError, TLSError))
+
     def wait_or_raise(self, err: LLMPoolError) -> None:
         """Sleep before the next attempt, or raise *err* (or DeadlineExceeded)."""
         if isinstance(err, DeadlineExceeded):
             raise err
         self.check_deadline(err)
-        if not should_retry(self.policy, err, self.made):
-            raise err
         failover = self.failover is not None and self.failover(err)
+        if not should_retry(self.policy, err, self.made) and not (
+            failover and self._fails_over_anyway(err)
+        ):
+            raise err
         # When another endpoint takes the next attempt there is no backoff.
         delay = 0.0 if failover else next_delay(self.policy, self.made, err)
         if not self.deadline.allows(delay):

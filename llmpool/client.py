@@ -133,8 +133,12 @@ class Client(Calls):
                 key="transport",
                 value=transport,
             )
-        if endpoints is not None and base_url is not None:
-            raise ConfigError("give base_url or endpoints, not both", key="endpoints")
+        if endpoints is not None and (base_url is not None or api_key is not None):
+            raise ConfigError(
+                "give base_url and api_key, or endpoints (each with its own api_key or "
+                "api_key_env), not both",
+                key="endpoints",
+            )
         self._options = ClientOptions(
             timeout=timeout,
             deadline=deadline,

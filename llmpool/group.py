@@ -22,6 +22,7 @@ from llmpool.endpoints.model import Endpoint, HealthConfig, check_endpoints, che
 from llmpool.endpoints.routing import Strategy, resolve_strategy
 from llmpool.exceptions import ConfigError
 from llmpool.forking import reset_after_fork
+from llmpool.models import Request
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.interfaces import Transport
 from llmpool.providers import Provider, load_provider
@@ -59,6 +60,7 @@ class EndpointGroup:
         #: Cool-downs shared with other processes (a shared state backend only).
         self.shared: SharedCooldowns | None = None
         self._serving: dict[str | None, tuple[str, ...]] = {}
+        self._headers: dict[tuple[int, bool, str], tuple[Provider, dict[str, str]]] = {}
 
     def serving(self, model: str | None) -> tuple[str, ...]:
         """The names of the endpoints that serve *model*, in the group's order."""
@@ -69,10 +71,25 @@ class EndpointGroup:
                 self._serving[model] = names
         return names
 
+    def own_headers(self, provider: Provider, request: Request) -> dict[str, str]:
+        """The headers *provider* gives a request like *request* (see
+        Provider.post/get), cached per provider: a provider's headers never
+        change. Read-only: copy before changing."""
+        key = (id(provider), request.stream, request.method)
+        cached = self._headers.get(key)
+        if cached is not None and cached[0] is provider:
+            return cached[1]
+        headers = provider.headers(stream=request.stream)
+        if request.method == "GET":
+            headers.pop("Content-Type", None)
+        if len(self._headers) < 1024:  # a benign race: two threads may store the same
+            self._headers[key] = (provider, headers)
+        return headers
+
     def chain(self, model: str | None) -> list[str | None]:
-        """*model*, then its fallbacks."""
-        if model is None:
-            return [None]
+        """*model*, then its fallbacks (a new list: the caller may extend it)."""
+        if model is None or not self.fallbacks:
+            return [model]
         return [model, *self.fallbacks.get(model, ())]
 
     def with_headers(self, headers: Mapping[str, str]) -> EndpointGroup:

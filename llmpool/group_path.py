@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -29,7 +29,7 @@ from llmpool.endpoints.health import Outcome, Pick, StateChange
 from llmpool.endpoints.outcomes import fails_over, is_context_window_error, outcome_of
 from llmpool.exceptions import DeadlineExceeded, EndpointsUnavailable, LLMPoolError
 from llmpool.group import EndpointGroup
-from llmpool.models import CallContext, Request
+from llmpool.models import CallContext, ChatCompletion, Embeddings, Request
 from llmpool.pool.interfaces import HTTPResponse
 from llmpool.providers import Provider
 from llmpool.providers.base import merge_headers
@@ -46,33 +46,85 @@ log = logging.getLogger(__name__)
 class Shaper:
     """The call's request as each endpoint's provider shapes it.
 
-    The request the plugins saw (built by the client's first provider) keeps
-    its body for endpoints of the same provider kind and model; every
-    endpoint gets its own provider's headers (its own API key) plus the
-    call's own headers (``extra_headers``, the Idempotency-Key, headers a
-    plugin added). Confined to the call's thread.
+    The request the plugins saw (built by the client's first provider, then
+    given the call's headers) goes as it is to that provider's endpoints. An
+    endpoint whose provider is of the same type gets the same body (encoded
+    once) with its own provider's headers (its own API key); another
+    provider type, or a fallback model, builds the call anew. Every endpoint
+    gets the call's own headers: ``extra_headers``, the Idempotency-Key and
+    headers a plugin added. Confined to the call's thread.
     """
 
-    def __init__(self, primary: Provider, request: Request, rebuild: Rebuild, model: str | None):
-        built, _ = rebuild(primary, model)
-        self.extra = {k: v for k, v in request.headers.items() if built.headers.get(k) != v}
-        self.kind = primary.name
+    def __init__(
+        self,
+        *,
+        primary: Provider,
+        request: Request,
+        parse: Callable[..., Any],
+        built: Request,
+        build: Rebuild,
+        model: str | None,
+        own: Callable[[Provider, Request], Mapping[str, str]],
+    ) -> None:
+        self.own = own
+        self.primary = primary
         self.model = model
         self.request = request
-        self.rebuild = rebuild
+        self.parse = parse
+        self.built = built
+        self.build = build
+        self._extra: dict[str, str] | None = None
         self._made: dict[tuple[int, str | None], tuple[Request, Callable[..., Any]]] = {}
+
+    @property
+    def extra(self) -> dict[str, str]:
+        """The call's own headers: those the request has beyond what its
+        provider gave it (computed when another endpoint first needs them)."""
+        if self._extra is None:
+            built = self.built.headers
+            self._extra = {k: v for k, v in self.request.headers.items() if built.get(k) != v}
+        return self._extra
 
     def shape(self, provider: Provider, model: str | None) -> tuple[Request, Callable[..., Any]]:
         """The request for *provider* and *model*, and its parse function."""
+        if provider is self.primary and model == self.model:
+            return self.request, self.parse
         key = (id(provider), model)
         made = self._made.get(key)
         if made is None:
-            built, parse = self.rebuild(provider, model)
-            changes: dict[str, Any] = {"headers": merge_headers(dict(built.headers), self.extra)}
-            if model == self.model and provider.name == self.kind:
-                changes["payload"] = self.request.payload
-            made = self._made[key] = (built.replace(**changes), parse)
+            made = self._made[key] = self._make(provider, model)
         return made
+
+    def _make(self, provider: Provider, model: str | None) -> tuple[Request, Callable[..., Any]]:
+        parse = _rebind(self.parse, self.primary, provider)
+        request = self.request
+        if (
+            parse is not None
+            and model == self.model
+            and type(provider) is type(self.primary)
+            and self.built.headers == self.own(self.primary, request)
+        ):  # a provider of this type sends exactly its headers(): swap them, keep the body
+            headers = dict(self.own(provider, request))
+            lower = {name.lower(): name for name in headers}
+            for name, value in self.extra.items():
+                old = lower.get(name.lower())
+                if old is not None and old != name:
+                    del headers[old]  # the call's spelling wins, as in merge_headers
+                headers[name] = value
+            return request.with_headers(headers), parse
+        built, parse = self.build(provider, model)
+        return built.with_headers(merge_headers(built.headers, self.extra)), parse
+
+
+def _rebind(parse: Callable[..., Any], old: Provider, new: Provider) -> Callable[..., Any] | None:
+    """*parse* (a bound method of *old*, maybe in a partial) as *new*'s, or None."""
+    if isinstance(parse, functools.partial):
+        inner = _rebind(parse.func, old, new)
+        return None if inner is None else functools.partial(inner, *parse.args, **parse.keywords)
+    if getattr(parse, "__self__", None) is old:
+        method: Callable[..., Any] = getattr(new, parse.__name__)
+        return method
+    return None
 
 
 @attrs.define
@@ -102,10 +154,12 @@ class _Lease:
 
 
 def _tagged(result: Any, endpoint: str | None) -> Any:
-    """*result* marked with the endpoint that answered, when its type has the field."""
-    kind = type(result)
-    if attrs.has(kind) and "endpoint" in attrs.fields_dict(kind):
-        return attrs.evolve(result, endpoint=endpoint)
+    """*result* marked with the endpoint that answered, when its type has the field.
+
+    The result was just built by the provider's parser and nobody else holds
+    it yet, so its (frozen) field is set in place rather than copied."""
+    if isinstance(result, (ChatCompletion, Embeddings)):
+        object.__setattr__(result, "endpoint", endpoint)
     return result
 
 
@@ -115,12 +169,27 @@ class GroupPath(RequestPath):
     _group: EndpointGroup | None
 
     def _group_run(
-        self, ctx: CallContext, request: Request, rebuild: Rebuild, attempts: Attempts
+        self,
+        ctx: CallContext,
+        request: Request,
+        parse: Callable[..., Any],
+        attempts: Attempts,
+        *,
+        build: Rebuild,
+        built: Request,
     ) -> Any:
         """The call over the group: ``(result, bytes received)``, or a Stream."""
         group = self._group
         assert group is not None
-        shaper = Shaper(self._provider, request, rebuild, ctx.model)
+        shaper = Shaper(
+            primary=self._provider,
+            request=request,
+            parse=parse,
+            built=built,
+            build=build,
+            model=ctx.model,
+            own=group.own_headers,
+        )
         models = group.chain(ctx.model)
         index = 0
         while True:
@@ -131,10 +200,11 @@ class GroupPath(RequestPath):
                     raise EndpointsUnavailable(
                         f"no endpoint serves model {model!r}", model=model, endpoints={}
                     )
-                attempts.failover = functools.partial(self._can_fail_over, ctx, group, names)
+                tried: list[str] = []
+                attempts.failover = functools.partial(self._can_fail_over, group, names, tried)
                 if request.stream:
                     return self._group_stream(
-                        ctx, group, shaper, model, names=names, attempts=attempts
+                        ctx, group, shaper, model, names=names, tried=tried, attempts=attempts
                     )
                 return attempts.run(
                     functools.partial(
@@ -144,7 +214,7 @@ class GroupPath(RequestPath):
                         shaper,
                         model,
                         names=names,
-                        tried=[],
+                        tried=tried,
                         deadline=attempts.deadline,
                     )
                 )
@@ -184,9 +254,12 @@ class GroupPath(RequestPath):
         while True:
             if group.shared is not None:
                 group.shared.sync(deadline.remaining())
-            fresh = [n for n in names if n not in tried]
-            pick = book.pick(fresh) if fresh and len(fresh) < len(names) else Pick(None)
-            if pick.name is None:
+            pick = None
+            if tried:  # prefer an endpoint this call has not tried yet
+                fresh = [n for n in names if n not in tried]
+                if fresh:
+                    pick = book.pick(fresh)
+            if pick is None or pick.name is None:
                 pick = book.pick(names)
             if pick.name is not None:
                 tried.append(pick.name)
@@ -226,21 +299,23 @@ class GroupPath(RequestPath):
     ) -> tuple[Any, int]:
         """One attempt of a JSON call at the endpoint the book picks."""
         pick = self._pick(ctx, group, model, names, tried=tried, deadline=deadline)
-        route = self._route_for(ctx, group, pick, model)
-        request, parse = shaper.shape(route.provider, model)
+        book, name = group.book, pick.name or ""
         started = time.monotonic()
         try:
+            route = self._route_for(ctx, group, pick, model)
+            request, parse = shaper.shape(route.provider, model)
             result, received = self._send_once(
                 ctx, route, request, parse, timeout, deadline=deadline.expires_at
             )
-        except BaseException as err:
-            error = err if isinstance(err, LLMPoolError) else None
-            group.book.record(route.name or "", outcome_of(error), probe=pick.probe)
+        except LLMPoolError as err:
+            book.record(name, outcome_of(err), probe=pick.probe)
             raise
-        group.book.record(
-            route.name or "", Outcome(ok=True, latency=time.monotonic() - started), probe=pick.probe
-        )
-        return _tagged(result, route.name), received
+        except BaseException:
+            book.release(name, probe=pick.probe)  # not the endpoint's doing
+            raise
+        ended = time.monotonic()
+        book.record_ok(name, ended - started, ended, probe=pick.probe)
+        return _tagged(result, name), received
 
     def _group_stream(
         self,
@@ -250,12 +325,12 @@ class GroupPath(RequestPath):
         model: str | None,
         *,
         names: tuple[str, ...],
+        tried: list[str],
         attempts: Attempts,
     ) -> Stream:
         """Open a stream at a picked endpoint; before any chunk, a failure
         reopens it at another endpoint of the same provider kind."""
         lease = _Lease(group, self._stream_done)
-        tried: list[str] = []
         deadline = attempts.deadline
 
         def open_attempt(timeout: float | None) -> HTTPResponse:
@@ -263,14 +338,16 @@ class GroupPath(RequestPath):
             if lease.kind is not None:  # a reopen keeps the parser's provider kind
                 candidates = tuple(n for n in names if group.routes[n].provider.name == lease.kind)
             pick = self._pick(ctx, group, model, candidates, tried=tried, deadline=deadline)
-            route = self._route_for(ctx, group, pick, model)
-            request, _ = shaper.shape(route.provider, model)
             started = time.monotonic()
             try:
+                route = self._route_for(ctx, group, pick, model)
+                request, _ = shaper.shape(route.provider, model)
                 response = self._open_response(ctx, route, request, timeout, deadline.expires_at)
-            except BaseException as err:
-                error = err if isinstance(err, LLMPoolError) else None
-                group.book.record(route.name or "", outcome_of(error), probe=pick.probe)
+            except LLMPoolError as err:
+                group.book.record(pick.name or "", outcome_of(err), probe=pick.probe)
+                raise
+            except BaseException:
+                group.book.release(pick.name or "", probe=pick.probe)
                 raise
             lease.name, lease.probe = route.name, pick.probe
             lease.latency, lease.kind = time.monotonic() - started, route.provider.name
@@ -297,10 +374,12 @@ class GroupPath(RequestPath):
         )
 
     def _can_fail_over(
-        self, ctx: CallContext, group: EndpointGroup, names: tuple[str, ...], err: LLMPoolError
+        self, group: EndpointGroup, names: tuple[str, ...], tried: list[str], err: LLMPoolError
     ) -> bool:
-        """Whether the next attempt goes to another endpoint (then it does not wait)."""
-        return fails_over(err) and group.book.has_healthy(names, besides=ctx.endpoint)
+        """Whether the next attempt goes to an endpoint not yet tried in this
+        call (then it does not wait for a backoff, and the retry policy's
+        statuses do not stop it: only its attempts do)."""
+        return fails_over(err) and group.book.has_healthy(names, besides=tried)
 
     def _check_endpoint(self, name: str) -> Outcome:
         """An active check: ``GET /models`` at *name*, as an outcome."""

@@ -69,10 +69,31 @@ class Request:
             object.__setattr__(self, "_body", encode_json(self.payload))
         return self._body
 
+    def with_headers(self, headers: Mapping[str, str]) -> Request:
+        """A copy with *headers* instead, the encoded body kept: the common
+        case of :meth:`replace`, without its generic machinery."""
+        new = Request(
+            method=self.method,
+            path=self.path,
+            headers=headers,
+            payload=self.payload,
+            stream=self.stream,
+        )
+        object.__setattr__(new, "_body", self._body)
+        return new
+
     def replace(self, **changes: Any) -> Request:
         """Return a copy with *changes* applied (``attrs.evolve``); the encoded
         body is reused when the payload is unchanged."""
-        new = attrs.evolve(self, **changes)
+        values = {
+            "method": self.method,
+            "path": self.path,
+            "headers": self.headers,
+            "payload": self.payload,
+            "stream": self.stream,
+            **changes,
+        }
+        new = Request(**values)  # not attrs.evolve: it reads the fields on every call
         if "payload" not in changes and self._body is not None:
             object.__setattr__(new, "_body", self._body)
         return new

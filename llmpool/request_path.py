@@ -12,6 +12,7 @@ counter update.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from llmpool.attempts import Attempts
 from llmpool.exceptions import DeadlineExceeded, LLMPoolError, ResponseTooLarge
+from llmpool.forking import reset_after_fork
 from llmpool.models import CallContext, Request
 from llmpool.options import ClientOptions, check_option
 from llmpool.pool.interfaces import HTTPResponse
@@ -45,6 +47,28 @@ T = TypeVar("T")
 #: dropped, so a large error body never turns a retryable status into
 #: ResponseTooLarge.
 ERROR_BODY_BYTES = 64 * 1024
+
+
+class _IdempotencyKeys:
+    """``llmpool-`` and 32 hex digits: a random per-process prefix and a
+    counter, so a key costs no system call (``os.urandom`` per call released
+    the GIL for a ``getrandom``). Unique within a process (the counter) and
+    across processes (the prefix, renewed in a forked child). Thread-safe:
+    ``next()`` on an itertools counter is atomic under the GIL."""
+
+    def __init__(self) -> None:
+        self.renew()
+        reset_after_fork(self, "renew")
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"llmpool-{self.prefix}{next(self.counter):016x}"
+
+
+_KEYS = _IdempotencyKeys()
 
 
 class RequestPath:
@@ -82,7 +106,7 @@ class RequestPath:
         model (with an endpoint group, for each endpoint and fallback model:
         :mod:`llmpool.group_path`).
         """
-        request, parse = build(self._provider, model)
+        built, parse = build(self._provider, model)
         budget = Deadline.after(
             self._options.deadline if deadline is None else check_option("deadline", deadline)
         )
@@ -92,7 +116,7 @@ class RequestPath:
             operation=operation, model=model, provider=self._provider.name, base_url=self.base_url
         )
         ctx.deadline = budget.expires_at
-        request = self._prepare(request, extra_headers, idempotency_key)
+        request = self._prepare(built, extra_headers, idempotency_key)
         plugins = self._plugins
         if plugins is not None and plugins.has("before_request"):
             request, answer = self._before_request(plugins, ctx, request, budget)
@@ -112,9 +136,9 @@ class RequestPath:
         self._count("calls")
         try:
             if request.stream:
-                stream: Stream = self._run(ctx, request, parse, build, attempts)
+                stream: Stream = self._run(ctx, request, parse, attempts, build=build, built=built)
                 return stream
-            result, received = self._run(ctx, request, parse, build, attempts)
+            result, received = self._run(ctx, request, parse, attempts, build=build, built=built)
         except LLMPoolError as err:
             self._failed(ctx, request, err)
             raise
@@ -133,12 +157,14 @@ class RequestPath:
         ctx: CallContext,
         request: Request,
         parse: Callable[..., Any],
-        build: Rebuild,
         attempts: Attempts,
+        *,
+        build: Rebuild,
+        built: Request,
     ) -> Any:
         """The attempts: ``(result, bytes received)``, or an open Stream."""
         if self._group is not None:
-            return self._group_run(ctx, request, build, attempts)
+            return self._group_run(ctx, request, parse, attempts, build=build, built=built)
         route = self._route
         if request.stream:
             return self._open_stream(ctx, route, request, attempts)
@@ -148,7 +174,14 @@ class RequestPath:
         )
 
     def _group_run(
-        self, ctx: CallContext, request: Request, rebuild: Rebuild, attempts: Attempts
+        self,
+        ctx: CallContext,
+        request: Request,
+        parse: Callable[..., Any],
+        attempts: Attempts,
+        *,
+        build: Rebuild,
+        built: Request,
     ) -> Any:
         """The attempts over an endpoint group (:mod:`llmpool.group_path`)."""
         raise NotImplementedError
@@ -196,8 +229,8 @@ class RequestPath:
         if request.method == "POST":
             if idempotency_key is not None:
                 check_headers({"Idempotency-Key": idempotency_key}, key="idempotency_key")
-            headers["Idempotency-Key"] = idempotency_key or f"llmpool-{os.urandom(16).hex()}"
-        return request.replace(headers=headers)
+            headers["Idempotency-Key"] = idempotency_key or _KEYS.next()
+        return request.with_headers(headers)
 
     def _send_once(
         self,

@@ -1,7 +1,7 @@
 """The health book: what a client knows of each endpoint of its group.
 
-Per endpoint: its state (``healthy``, ``cooling``, ``half_open``), the
-outcomes of the last ``window`` seconds, connection failures in a row, the
+Per endpoint: its state (``healthy``, ``cooling``, ``half_open``), its
+calls and failures per second over the last ``window`` seconds, connection failures in a row, the
 cool-down deadline and how many cool-downs came in a row, calls in flight and
 routed, failures, the latency average and the last error.
 
@@ -26,17 +26,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
 from llmpool.endpoints.model import Endpoint, HealthConfig
-from llmpool.endpoints.routing import EndpointView, Strategy
+from llmpool.endpoints.routing import EndpointView, KeyedStrategy, Strategy
+from llmpool.endpoints.window import Window
 from llmpool.forking import renew_lock, reset_after_fork
 
-__all__ = ["COOLING", "HALF_OPEN", "HEALTHY", "HealthBook", "Outcome", "Pick", "StateChange"]
+__all__ = [
+    "COOLING",
+    "HALF_OPEN",
+    "HEALTHY",
+    "HealthBook",
+    "Outcome",
+    "Pick",
+    "StateChange",
+]
 
 HEALTHY = "healthy"
 COOLING = "cooling"
@@ -46,11 +54,10 @@ HALF_OPEN = "half_open"
 PROBE_POLL = 0.05
 
 
-@attrs.frozen
-class Pick:
+class Pick(NamedTuple):
     """The answer of :meth:`HealthBook.pick`: an endpoint (*name*), or, when
     every candidate is cooling down, the seconds until the first may take a
-    call (*wait*)."""
+    call (*wait*). Immutable."""
 
     name: str | None
     wait: float = 0.0
@@ -97,24 +104,32 @@ class _Record:
         "in_flight",
         "last_error",
         "latency",
-        "outcomes",
+        "name",
         "probing",
         "routed",
+        "share",
         "state",
         "streak",
         "until",
+        "weight",
+        "window",
     )
 
-    def __init__(self, endpoint: Endpoint, max_window_calls: int) -> None:
+    def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self.name = endpoint.name
+        self.weight = endpoint.weight
         self.state = HEALTHY
-        self.outcomes: deque[tuple[float, bool]] = deque(maxlen=max_window_calls)
+        self.window = Window()
         self.consecutive = 0
         self.until = 0.0
         self.streak = 0
         self.probing = False
         self.in_flight = 0
         self.routed = 0
+        #: Calls counted for weighted round-robin (``routed``, but set to its
+        #: peers' level when it comes back, so a recovered endpoint is not flooded).
+        self.share = 0
         self.failures = 0
         self.cooldowns = 0
         self.latency: float | None = None
@@ -145,7 +160,10 @@ class HealthBook:
         self.on_change = on_change
         # Guards every _Record (microseconds; never across I/O or a callback).
         self._lock = threading.Lock()
-        self._records = {e.name: _Record(e, config.max_window_calls) for e in endpoints}
+        self._records = {e.name: _Record(e) for e in endpoints}
+        self._key: Callable[[Any], Any] | None = (
+            strategy.key if isinstance(strategy, KeyedStrategy) else None
+        )
         reset_after_fork(self, renew_lock)  # a parent thread may have held it
 
     @property
@@ -159,47 +177,53 @@ class HealthBook:
         take it. A half-open endpoint whose probe is not out yet is chosen
         first, as the probe."""
         changes: list[StateChange] = []
+        records = self._records
         with self._lock:
-            now = self.clock()
-            records = [self._records[n] for n in names]
+            now = -1.0  # read from the clock only when a record is not healthy
             healthy: list[_Record] = []
             wait: float | None = None
-            for record in records:
-                if record.state == COOLING and now >= record.until:
-                    record.state = HALF_OPEN
-                    changes.append(StateChange(record.endpoint.name, COOLING, HALF_OPEN, "cooled"))
-                if record.state == HALF_OPEN and not record.probing:
-                    record.probing = True
-                    chosen, probe = record, True
-                    break
-                if record.state == HEALTHY:
+            probe = False
+            chosen: _Record | None = None
+            for name in names:
+                record = records[name]
+                state = record.state
+                if state == HEALTHY:
                     healthy.append(record)
-                elif record.state == COOLING:
-                    left = record.until - now
-                    wait = left if wait is None else min(wait, left)
-                else:
-                    wait = PROBE_POLL if wait is None else min(wait, PROBE_POLL)
-            else:
-                probe = False
+                    continue
+                if now < 0:
+                    now = self.clock()
+                if state == COOLING and now >= record.until:
+                    record.state = state = HALF_OPEN
+                    changes.append(StateChange(name, COOLING, HALF_OPEN, "cooled"))
+                if state == HALF_OPEN and not record.probing:
+                    record.probing = probe = True
+                    chosen = record
+                    break
+                left = record.until - now if state == COOLING else PROBE_POLL
+                wait = left if wait is None else min(wait, left)
+            if chosen is None:
                 if not healthy:
                     return Pick(None, wait if wait is not None else PROBE_POLL)
-                views = [
-                    EndpointView(
-                        r.endpoint.name,
-                        r.endpoint.weight,
-                        r.in_flight,
-                        r.routed,
-                        r.latency,
-                        r.failing,
-                    )
-                    for r in healthy
-                ]
-                chosen = healthy[self.strategy(views)]
+                if len(healthy) == 1:
+                    chosen = healthy[0]
+                elif self._key is not None:  # a keyed strategy reads the records themselves
+                    chosen = min(healthy, key=self._key)
+                else:
+                    chosen = self._choose(healthy)
             chosen.in_flight += 1
             chosen.routed += 1
-            name = chosen.endpoint.name
-        self._report(changes)
-        return Pick(name, 0.0, probe)
+            chosen.share += 1
+        if changes:
+            self._report(changes)
+        return Pick(chosen.name, 0.0, probe)
+
+    def _choose(self, healthy: list[_Record]) -> _Record:
+        """A strategy's choice among *healthy* through views (under the lock)."""
+        views = [
+            EndpointView(r.name, r.weight, r.in_flight, r.share, r.latency, r.failing)
+            for r in healthy
+        ]
+        return healthy[self.strategy(views)]
 
     def record(self, name: str, outcome: Outcome, *, probe: bool = False) -> None:
         """The attempt picked at *name* ended with *outcome*."""
@@ -226,19 +250,47 @@ class HealthBook:
             self._count(record, outcome, changes, probe=probe)
         self._report(changes)
 
-    def has_healthy(self, names: Sequence[str], *, besides: str | None) -> bool:
-        """Whether an endpoint of *names* other than *besides* may take a call now."""
+    def has_healthy(self, names: Sequence[str], *, besides: Sequence[str]) -> bool:
+        """Whether an endpoint of *names* not in *besides* may take a call now."""
         with self._lock:
             now = self.clock()
             for name in names:
-                record = self._records[name]
-                if name == besides:
+                if name in besides:
                     continue
-                if record.state == HEALTHY or (
-                    not record.probing and record.state != HEALTHY and now >= record.until
-                ):
+                record = self._records[name]
+                if record.state == HEALTHY or (not record.probing and now >= record.until):
                     return True
             return False
+
+    def release(self, name: str, *, probe: bool = False) -> None:
+        """The attempt picked at *name* ended without saying anything of the
+        endpoint (the caller's error, an interrupt): it is no longer in
+        flight, and a probe may go out again."""
+        with self._lock:
+            record = self._records[name]
+            record.in_flight = max(0, record.in_flight - 1)
+            if probe:
+                record.probing = False
+
+    def record_ok(
+        self, name: str, latency: float, now: float | None = None, *, probe: bool = False
+    ) -> None:
+        """The attempt picked at *name* succeeded in *latency* seconds, at
+        *now* (the book's clock; read when None): the common case of
+        :meth:`record`, without building an Outcome."""
+        if probe:
+            self.record(name, Outcome(ok=True, latency=latency), probe=True)
+            return
+        with self._lock:
+            record = self._records[name]
+            record.in_flight = max(0, record.in_flight - 1)
+            old = record.latency
+            record.latency = (
+                latency if old is None else old + self.config.latency_alpha * (latency - old)
+            )
+            record.failing = False
+            record.consecutive = 0
+            record.window.add(self.clock() if now is None else now, True)
 
     def _count(
         self, record: _Record, outcome: Outcome, changes: list[StateChange], *, probe: bool
@@ -259,10 +311,11 @@ class HealthBook:
         record.failing = not outcome.ok
         if outcome.ok:
             record.consecutive = 0
-            record.outcomes.append((now, True))
+            record.window.add(now, True)
             if probe and record.state == HALF_OPEN:
                 record.state, record.streak = HEALTHY, 0
-                record.outcomes.clear()
+                record.window.clear()
+                self._rejoin(record)
                 name = record.endpoint.name
                 changes.append(StateChange(name, HALF_OPEN, HEALTHY, "probe passed"))
             return
@@ -270,7 +323,7 @@ class HealthBook:
         record.last_error = outcome.error
         if outcome.connection_failure:
             record.consecutive += 1
-        record.outcomes.append((now, False))
+        record.window.add(now, False)
         if record.state == COOLING or (record.state == HALF_OPEN and not probe):
             if outcome.retry_after is not None:  # the server's word still extends it
                 record.until = max(record.until, now + outcome.retry_after)
@@ -278,6 +331,14 @@ class HealthBook:
         reason = self._cooldown_reason(record, outcome, now, probe=probe)
         if reason is not None:
             self._cool(record, now, reason, outcome.retry_after, changes)
+
+    def _rejoin(self, record: _Record) -> None:
+        """A recovered endpoint joins round-robin at its peers' level."""
+        level = max(
+            (r.share / r.endpoint.weight for r in self._records.values() if r is not record),
+            default=0.0,
+        )
+        record.share = max(record.share, int(level * record.endpoint.weight))
 
     def _cooldown_reason(
         self, record: _Record, outcome: Outcome, now: float, *, probe: bool
@@ -289,15 +350,9 @@ class HealthBook:
             return f"server asked to retry after {outcome.retry_after:g}s"
         if record.consecutive >= config.consecutive_failures:
             return f"{record.consecutive} connection failures in a row"
-        horizon = now - config.window
-        outcomes = record.outcomes
-        while outcomes and outcomes[0][0] < horizon:
-            outcomes.popleft()
-        calls = len(outcomes)
-        if calls >= config.min_calls:
-            failed = sum(1 for _, ok in outcomes if not ok)
-            if failed / calls >= config.failure_rate:
-                return f"{failed} of {calls} calls failed in {config.window:g}s"
+        calls, failed = record.window.counts(now - config.window)
+        if calls >= config.min_calls and failed / calls >= config.failure_rate:
+            return f"{failed} of {calls} calls failed in {config.window:g}s"
         return None
 
     def _cool(
@@ -318,7 +373,7 @@ class HealthBook:
         record.streak += 1
         record.cooldowns += 1
         record.consecutive = 0
-        record.outcomes.clear()
+        record.window.clear()
         changes.append(StateChange(record.endpoint.name, old, COOLING, reason, seconds))
 
     def cool_until(self, name: str, until: float, reason: str) -> bool:

@@ -21,7 +21,6 @@ from llmpool.validators import (
     fraction,
     int_between,
     optional,
-    positive_int,
     positive_number,
     seconds,
     url_repr,
@@ -143,8 +142,6 @@ class HealthConfig:
     check_interval: float | None = attrs.field(default=None, validator=optional(seconds()))
     #: Wait for a cooling endpoint when every candidate is cooling (within the deadline).
     wait_for_recovery: bool = attrs.field(default=True, validator=boolean)
-    #: Largest window size kept per endpoint (outcomes beyond it are dropped).
-    max_window_calls: int = attrs.field(default=10_000, validator=positive_int)
 
 
 def _strategy_name(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -22,14 +22,14 @@ A callable with the same signature may be given instead of a name.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-
-import attrs
+from typing import Any, NamedTuple
 
 from llmpool.exceptions import ConfigError
 
 __all__ = [
     "ROUTING",
     "EndpointView",
+    "KeyedStrategy",
     "Strategy",
     "default",
     "least_in_flight",
@@ -39,15 +39,16 @@ __all__ = [
 ]
 
 
-@attrs.frozen
-class EndpointView:
-    """What a strategy sees of one candidate. Immutable."""
+class EndpointView(NamedTuple):
+    """What a strategy sees of one candidate. Immutable (a named tuple: one is
+    built per candidate per pick, so it must be cheap)."""
 
     name: str
     weight: float
     in_flight: int
-    #: Calls routed here so far.
-    routed: int
+    #: Calls counted for weighted round-robin (a recovered endpoint rejoins
+    #: at its peers' level).
+    share: int
     #: Average seconds to an answer (None: not measured yet).
     latency: float | None
     #: Its last attempt failed (it sorts after its peers on ties).
@@ -58,40 +59,47 @@ class EndpointView:
 Strategy = Callable[[Sequence[EndpointView]], int]
 
 
-def _latency(view: EndpointView) -> float:
-    return -1.0 if view.latency is None else view.latency
+class KeyedStrategy:
+    """A strategy that takes the candidate with the smallest ``key(view)``
+    (the first on ties). The health book may apply *key* to its own records,
+    which carry the same attributes, instead of building views."""
+
+    def __init__(self, key: Callable[[Any], Any], name: str, doc: str) -> None:
+        self.key = key
+        self.__name__ = name
+        self.__doc__ = doc
+
+    def __call__(self, candidates: Sequence[EndpointView]) -> int:
+        key = self.key
+        return min(range(len(candidates)), key=lambda i: key(candidates[i]))
+
+    def __repr__(self) -> str:
+        return f"<routing strategy {self.__name__}>"
 
 
-def round_robin(candidates: Sequence[EndpointView]) -> int:
-    """Weighted round-robin: the lowest ``(routed + 1) / weight``."""
-    return min(
-        range(len(candidates)), key=lambda i: (candidates[i].routed + 1) / candidates[i].weight
-    )
-
-
-def least_in_flight(candidates: Sequence[EndpointView]) -> int:
-    """The fewest calls in flight; ties go to one whose last call did not
-    fail, then to the group's order."""
-    return min(
-        range(len(candidates)), key=lambda i: (candidates[i].in_flight, candidates[i].failing)
-    )
-
-
-def lowest_latency(candidates: Sequence[EndpointView]) -> int:
-    """The lowest latency average (an unmeasured endpoint first), an endpoint
-    whose last call failed after the others."""
-    return min(
-        range(len(candidates)), key=lambda i: (candidates[i].failing, _latency(candidates[i]))
-    )
-
-
-def default(candidates: Sequence[EndpointView]) -> int:
-    """The fewest in flight; ties go to one whose last call did not fail,
-    then to the lowest latency (unmeasured first)."""
-    return min(
-        range(len(candidates)),
-        key=lambda i: (candidates[i].in_flight, candidates[i].failing, _latency(candidates[i])),
-    )
+round_robin = KeyedStrategy(
+    lambda v: (v.share + 1) / v.weight,
+    "round_robin",
+    "Weighted round-robin: the lowest ``(share + 1) / weight``.",
+)
+least_in_flight = KeyedStrategy(
+    lambda v: (v.in_flight, v.failing),
+    "least_in_flight",
+    "The fewest calls in flight; ties go to one whose last call did not fail, "
+    "then to the group's order.",
+)
+lowest_latency = KeyedStrategy(
+    lambda v: (v.failing, -1.0 if v.latency is None else v.latency),
+    "lowest_latency",
+    "The lowest latency average (an unmeasured endpoint first), an endpoint "
+    "whose last call failed after the others.",
+)
+default = KeyedStrategy(
+    lambda v: (v.in_flight, v.failing, -1.0 if v.latency is None else v.latency),
+    "default",
+    "The fewest in flight; ties go to one whose last call did not fail, then to "
+    "the lowest latency (unmeasured first).",
+)
 
 
 #: The strategies by name.

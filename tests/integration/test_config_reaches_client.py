@@ -176,7 +176,6 @@ def _every_group_key() -> dict[str, Any]:
                 "latency_alpha": 0.5,
                 "check_interval": 30.0,
                 "wait_for_recovery": False,
-                "max_window_calls": 500,
             },
             "fallbacks": {"big": ["small"]},
             "context_window_fallbacks": {"small": ["long"]},

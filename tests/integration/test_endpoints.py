@@ -253,9 +253,11 @@ def test_an_endpoint_with_its_own_cap_gets_its_own_pool(servers: list[MockLLMSer
 
 
 def test_base_url_and_endpoints_together_are_refused(servers: list[MockLLMServer]) -> None:
-    """A client takes base_url or endpoints, not both; a key in the environment is read."""
+    """A client takes base_url (and api_key) or endpoints, not both."""
     with pytest.raises(llmpool.ConfigError, match="not both"):
         llmpool.Client(servers[0].base_url, endpoints=[endpoint("a", servers[0])])
+    with pytest.raises(llmpool.ConfigError, match="not both"):
+        llmpool.Client(api_key="sk-x", endpoints=[endpoint("a", servers[0])])
 
 
 def test_active_checks_bring_a_cooled_endpoint_back(servers: list[MockLLMServer]) -> None:
@@ -345,3 +347,85 @@ def test_own_endpoint_pools_close_with_a_client_on_a_shared_pool(
         own.request("GET", servers[0].url("/v1/models"))
     shared.request("GET", servers[0].url("/v1/models")).read()  # the caller's pool stays open
     shared.close()
+
+
+@pytest.mark.parametrize("fault", ["status=429,retry_after=120", "status=501"])
+def test_an_error_the_policy_would_not_retry_still_fails_over(
+    servers: list[MockLLMServer], fault: str
+) -> None:
+    """A Retry-After beyond max_retry_after, or a 5xx outside retry_statuses, goes elsewhere."""
+    servers[0].inject(fault)
+    eps = [endpoint("a", servers[0]), endpoint("b", servers[1])]
+    with llmpool.Client(endpoints=eps, routing="least_in_flight") as client:
+        assert client.chat("m", HI).endpoint == "b"
+
+
+def test_a_call_one_provider_cannot_shape_leaves_nothing_in_flight(
+    servers: list[MockLLMServer],
+) -> None:
+    """A call the picked endpoint's provider refuses to build frees that endpoint again."""
+    eps = [
+        endpoint("oa", servers[0]),
+        llmpool.Endpoint(name="an", base_url=servers[1].origin, api_key="k", provider="anthropic"),
+    ]
+    with llmpool.Client(endpoints=eps, routing="round_robin") as client:
+        refused = 0
+        for _ in range(2):
+            try:
+                client.chat("m", HI, seed=1)  # Anthropic has no seed: ConfigError there
+            except llmpool.ConfigError:
+                refused += 1
+        stats = client.stats()["endpoints"]
+    assert refused == 1
+    assert [e["in_flight"] for e in stats.values()] == [0, 0]
+
+
+def test_closing_stops_the_active_checks(servers: list[MockLLMServer]) -> None:
+    """client.close() ends the checks' thread, also over a caller's pool."""
+    import threading
+
+    pool = llmpool.ConnectionPool()
+    eps = [endpoint("a", servers[0], max_connections=2)]
+    health = llmpool.HealthConfig(check_interval=0.05)
+    client = llmpool.Client(endpoints=eps, pool=pool, health=health)
+    client.chat("m", HI)
+    client.close()
+    pool.close()
+    alive = [t for t in threading.enumerate() if t.name == "llmpool-endpoint-checks"]
+    assert alive == []
+
+
+def test_a_forked_child_uses_a_group_whose_book_lock_was_held(
+    servers: list[MockLLMServer],
+) -> None:
+    """The health book's lock is renewed in a forked child (no deadlock)."""
+    import os
+    import signal
+
+    with llmpool.Client(endpoints=[endpoint("a", servers[0])]) as client:
+        book = client._group.book  # type: ignore[union-attr]
+        with book._lock:  # as if another thread were in pick() at the fork
+            pid = os.fork()
+            if pid == 0:
+                signal.alarm(5)  # a deadlock ends the child with SIGALRM
+                client.stats()
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_call_headers_win_on_every_endpoint_whatever_their_case(
+    servers: list[MockLLMServer],
+) -> None:
+    """A call's header replaces a default header spelt differently, on each endpoint."""
+    eps = [endpoint("a", servers[0]), endpoint("b", servers[1])]
+    with llmpool.Client(
+        endpoints=eps, routing="round_robin", default_headers={"X-Team": "blue"}
+    ) as client:
+        for _ in range(2):
+            client.chat("m", HI, extra_headers={"x-team": "red"}, idempotency_key="k-1")
+    for name, server in (("a", servers[0]), ("b", servers[1])):
+        request = server.requests[0]
+        assert request.header("x-team") == "red"
+        assert request.header("idempotency-key") == "k-1"
+        assert request.header("authorization") == f"Bearer sk-{name}"

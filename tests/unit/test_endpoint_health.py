@@ -241,3 +241,36 @@ def test_in_flight_counts_stay_exact_under_threads() -> None:
     stats = book.stats()
     assert sum(s["requests"] for s in stats.values()) == 32 * 200
     assert all(s["in_flight"] == 0 for s in stats.values())
+
+
+def test_round_robin_does_not_flood_a_recovered_endpoint() -> None:
+    """After a cool-down, round_robin shares calls by weight again instead of catching up."""
+    clock = Clock()
+    endpoints = [Endpoint(name=n, base_url=f"http://{n}.test/v1") for n in "ab"]
+    book = HealthBook(
+        endpoints, HealthConfig(cooldown=1, consecutive_failures=1), round_robin, clock=clock
+    )
+    fail(book, "a", REFUSED)
+    for _ in range(100):
+        book.record(book.pick(["a", "b"]).name or "", OK)
+    clock.now += 5
+    order = []
+    for _ in range(20):
+        pick = book.pick(["a", "b"])
+        order.append(pick.name)
+        book.record(pick.name or "", OK, probe=pick.probe)
+    assert 9 <= order.count("a") <= 11, order
+    assert book.stats()["b"]["requests"] == 100 + order.count("b")  # stats stay exact
+
+
+def test_release_frees_an_endpoint_without_judging_it() -> None:
+    """An attempt that ended through no fault of the endpoint frees its probe and slot."""
+    book, clock, _ = book_of(("a",), consecutive_failures=1, cooldown=1.0)
+    fail(book, "a", REFUSED)
+    clock.now += 2
+    probe = book.pick(["a"])
+    assert probe.probe
+    book.release("a", probe=True)
+    again = book.pick(["a"])
+    assert again.name == "a" and again.probe  # a probe may go out again
+    assert book.stats()["a"]["failures"] == 1 and book.stats()["a"]["state"] == "half_open"

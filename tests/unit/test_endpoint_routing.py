@@ -36,7 +36,7 @@ def view(name: str, in_flight: int = 0, latency: float | None = None, **kw: obje
         name,
         kw.get("weight", 1.0),
         in_flight,
-        kw.get("routed", 0),
+        kw.get("share", 0),
         latency,
         kw.get("failing", False),
     )  # type: ignore[arg-type]
@@ -63,8 +63,8 @@ def test_least_in_flight_and_lowest_latency() -> None:
 
 def test_round_robin_is_weighted() -> None:
     """round_robin picks the endpoint furthest below its weighted share."""
-    assert round_robin([view("a", routed=3, weight=3.0), view("b", routed=0, weight=1.0)]) == 1
-    assert round_robin([view("a", routed=2, weight=3.0), view("b", routed=1, weight=1.0)]) == 0
+    assert round_robin([view("a", share=3, weight=3.0), view("b", share=0, weight=1.0)]) == 1
+    assert round_robin([view("a", share=2, weight=3.0), view("b", share=1, weight=1.0)]) == 0
 
 
 def test_strategies_by_name_or_callable() -> None:
@@ -173,3 +173,27 @@ def test_an_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("LLMPOOL_TEST_KEY_A")
     with pytest.raises(ConfigError, match="LLMPOOL_TEST_KEY_A"):
         endpoint.resolve_api_key()
+
+
+def test_the_book_chooses_as_the_strategy_would() -> None:
+    """The health book's shortcut over its records chooses what the pure strategy chooses."""
+    from llmpool.endpoints import HealthBook, Outcome
+
+    for strategy in ROUTING.values():
+        endpoints = [
+            Endpoint(name=n, base_url=f"http://{n}/v1", weight=w)
+            for n, w in zip("abc", (1, 2, 3), strict=True)
+        ]
+        book = HealthBook(endpoints, HealthConfig(), strategy)
+        for step in range(30):
+            views = [
+                EndpointView(r.name, r.weight, r.in_flight, r.share, r.latency, r.failing)
+                for r in book._records.values()
+            ]
+            expected = views[strategy(views)].name
+            pick = book.pick(["a", "b", "c"])
+            assert pick.name == expected, (strategy, step)
+            if step % 3:
+                book.record(pick.name or "", Outcome(ok=True, latency=0.01 * (step % 5)))
+            elif step % 2:
+                book.record(pick.name or "", Outcome(ok=False, error="x"))
