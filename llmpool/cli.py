@@ -76,7 +76,9 @@ def _add_demo(subparsers: Any) -> None:
             "N calls from T threads through one llmpool Client, report calls, errors, "
             "retries, connection reuse, latency, throughput, memory and plugin stats, "
             "then run the same workload with a new connection per call and show what "
-            "pooling bought. --base-url points it at a real server instead."
+            "pooling bought. --base-url points it at a real server instead; --endpoints N "
+            "runs over a group of N embedded servers, the first --fail K of them refusing "
+            "connections, and adds the per-endpoint table (failover, cool-downs, probes)."
         ),
     )
     add = parser.add_argument
@@ -93,6 +95,8 @@ def _add_demo(subparsers: Any) -> None:
     add("--provider", default="openai", help="provider for --base-url (openai, anthropic)")
     add("--model", default="mock-model", help="model name to ask for")
     add("--plugins", default="usage", metavar="A,B", help="plugins to load (default usage)")
+    add("--endpoints", type=_positive_int, default=0, metavar="N", help="a group of N servers")
+    add("--fail", type=int, default=0, metavar="K", help="of which K refuse connections (0)")
     add("--json", action="store_true", help="print the report as JSON")
     add("--html", metavar="PATH", help="also write the report as one self-contained HTML page")
     parser.set_defaults(runner=_run_demo)
@@ -132,6 +136,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         provider=args.provider,
         plugins=tuple(p.strip() for p in args.plugins.split(",") if p.strip()),
         detail=bool(args.html),
+        endpoints=args.endpoints,
+        fail=args.fail,
     )
     total = options.calls * (2 if options.baseline else 1)
     with _progress_bar(total, enabled=not args.json) as progress:

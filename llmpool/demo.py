@@ -3,7 +3,9 @@
 It runs against the embedded :class:`~llmpool.testing.MockLLMServer` (no API
 key, no network) or a real server, first through a pooled client and then,
 for comparison, with a new connection per call, and reports what pooling
-bought. Used by the command line; importable for notebooks and scripts.
+bought. With ``endpoints`` it runs over a group of embedded servers, some
+refusing connections (:mod:`llmpool.demo_endpoints`). Used by the command
+line; importable for notebooks and scripts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ import attrs
 
 from llmpool.client import Client
 from llmpool.config import MemoryConfig, PoolConfig
+from llmpool.demo_endpoints import (
+    check_group_options,
+    endpoint_rows,
+    group_client_kwargs,
+    group_head,
+    group_servers,
+    render_endpoints,
+)
+from llmpool.endpoints.model import Endpoint
 from llmpool.exceptions import LLMPoolError
 from llmpool.models import CallContext
 from llmpool.plugins.base import LLMPlugin
@@ -56,10 +67,15 @@ class DemoOptions:
     #: Keep every call's start and latency and a timeline of the pool and the
     #: memory manager in the report (``detail``), for ``--html``.
     detail: bool = False
+    #: Run over a group of this many embedded endpoints (0: one server, as ever).
+    endpoints: int = 0
+    #: How many of them refuse connections (the first ones).
+    fail: int = 0
 
 
 def run_demo(options: DemoOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Run the workload (and the unpooled baseline) and return the report as plain data."""
+    check_group_options(options.endpoints, options.fail, options.base_url)
     with _target(options) as (base_url, ca_file, server_info):
         report: dict[str, Any] = {
             "options": _shown_options(options),
@@ -74,7 +90,10 @@ def run_demo(options: DemoOptions, progress: Progress | None = None) -> dict[str
 
 def _shown_options(options: DemoOptions) -> dict[str, Any]:
     """The options as the report shows them: no API key, no password in the URL."""
-    shown = attrs.asdict(options, filter=lambda a, _: a.name not in ("api_key", "detail"))
+    hidden = (
+        ("api_key", "detail") if options.endpoints else ("api_key", "detail", "endpoints", "fail")
+    )
+    shown = attrs.asdict(options, filter=lambda a, _: a.name not in hidden)
     if shown["base_url"]:
         shown["base_url"] = redact_url(shown["base_url"])
     return shown
@@ -85,9 +104,14 @@ def _shown_server(info: dict[str, Any]) -> dict[str, Any]:
     return {**info, "base_url": redact_url(info["base_url"])}
 
 
+#: Where the demo sends its calls: a base URL, or the endpoints of a group.
+Target = str | tuple[Endpoint, ...]
+
+
 @contextlib.contextmanager
-def _target(options: DemoOptions) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
-    """The server to call: the embedded mock server (optionally over TLS), or the given URL."""
+def _target(options: DemoOptions) -> Iterator[tuple[Target, str | None, dict[str, Any]]]:
+    """The server to call: the embedded mock server (optionally over TLS), a
+    group of them (``endpoints``), or the given URL."""
     if options.base_url:
         yield options.base_url, None, {"kind": "external", "base_url": options.base_url}
         return
@@ -98,6 +122,10 @@ def _target(options: DemoOptions) -> Iterator[tuple[str, str | None, dict[str, A
         if options.tls:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="llmpool-demo-"))
             context, ca_file = _throwaway_ca(Path(tmp))
+        if options.endpoints:
+            endpoints, info = stack.enter_context(group_servers(options, context, DEMO_FAULTS))
+            yield endpoints, ca_file, info
+            return
         server = MockLLMServer(
             latency=options.latency_ms / 1000.0,
             fault_rate=options.fault_rate,
@@ -137,7 +165,7 @@ def _throwaway_ca(directory: Path) -> tuple[ssl.SSLContext, str]:
 
 def _run(
     options: DemoOptions,
-    base_url: str,
+    target: Target,
     ca_file: str | None,
     *,
     pooled: bool,
@@ -152,10 +180,13 @@ def _run(
     )
     tally = _RetryTally()
     memory_config = MemoryConfig(sample_interval=0.25)
+    where: dict[str, Any] = (
+        {"base_url": target, "api_key": options.api_key or "demo-key", "provider": options.provider}
+        if isinstance(target, str)
+        else group_client_kwargs(target, options.fail)
+    )
     client = Client(
-        base_url,
-        api_key=options.api_key or "demo-key",
-        provider=options.provider,
+        **where,
         pool=pool,
         plugins=[*options.plugins, tally],
         memory=memory_config,
@@ -187,6 +218,8 @@ def _run(
         "memory": _memory_summary(memory),
         "plugins": plugins,
     }
+    if "endpoints" in stats and not isinstance(target, str):
+        result["endpoints"] = endpoint_rows(stats["endpoints"], target, options.fail)
     if options.detail:
         result["detail"] = {
             "calls": calls,
@@ -348,11 +381,15 @@ def render(report: dict[str, Any]) -> str:
     )
     if server["kind"] != "external":
         head += f", {server['latency_ms']:g} ms latency, {server['fault_rate']:.0%} faults"
+    if "endpoints" in server:
+        head = group_head(report)
     lines = [head, ""]
     width = 26
     lines.append("".ljust(width) + "".join(r["mode"].ljust(28) for r in runs))
     for label, cell in _ROWS:
         lines.append(label.ljust(width) + "".join(cell(r).ljust(28) for r in runs))
+    if "endpoints" in report["pooled"]:
+        lines += ["", *render_endpoints(report["pooled"])]
     plugins = report["pooled"]["plugins"]
     if plugins:
         lines.append("")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from llmpool.demo_endpoints import group_head, render_endpoints_html
 from llmpool.svg_plot import (
     BOTTOM,
     STRIP,
@@ -83,6 +84,8 @@ def render_html(report: dict[str, Any]) -> str:
             _memory_chart(runs),
         ),
     ]
+    if "endpoints" in report["pooled"]:
+        sections.insert(0, render_endpoints_html(report["pooled"], esc))
     return _PAGE.format(
         title="llmpool demo report",
         heading=esc(_heading(report)),
@@ -129,6 +132,8 @@ svg .axis {{ stroke: #8c959f; fill: none; }}
 
 def _heading(report: dict[str, Any]) -> str:
     opts, server = report["options"], report["server"]
+    if "endpoints" in server:
+        return group_head(report).removeprefix("llmpool demo: ") + "."
     text = (
         f"{opts['calls']} calls from {opts['threads']} threads "
         f"({round(opts['stream_ratio'] * 100)}% streamed) against the {server['kind']} "
