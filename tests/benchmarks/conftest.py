@@ -52,13 +52,19 @@ def https_server(tls_files: tuple[ssl.SSLContext, str]) -> Iterator[MockLLMServe
 CANNED_SERVER_SCRIPT = Path(__file__).parent / "scripts" / "canned_server.py"
 
 
-def load_canned_server_module() -> ModuleType:
-    """``scripts/canned_server.py`` as a module (its canned text and answers)."""
-    spec = importlib.util.spec_from_file_location("canned_server", CANNED_SERVER_SCRIPT)
+def load_module(name: str, path: Path) -> ModuleType:
+    """The Python file at *path* as a module named *name* (a script, or a
+    helper of another test folder, which is not on this folder's path)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_canned_server_module() -> ModuleType:
+    """``scripts/canned_server.py`` as a module (its canned text and answers)."""
+    return load_module("canned_server", CANNED_SERVER_SCRIPT)
 
 
 @attrs.frozen
@@ -122,3 +128,54 @@ def in_threads(
             future.result()
 
     return run
+
+
+class CannedResponse:
+    """A response already read: no socket, no server."""
+
+    status = 200
+    connection_reused = True
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.headers = {"x-request-id": "req_1", "content-type": "application/json"}
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        return self.body
+
+    def drain(self, limit: int = 1 << 20) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+class CannedTransport:
+    """A Transport that answers every request with the same canned response."""
+
+    def __init__(self, body: bytes) -> None:
+        self.answer = CannedResponse(body)
+
+    def request(self, method: str, url: str, **_: Any) -> Any:
+        return self.answer
+
+    def get_stats(self) -> dict[str, Any]:
+        return {}
+
+    def close_idle(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+
+def print_lines(request: pytest.FixtureRequest, lines: list[str]) -> None:
+    """Write a module's summary *lines* to the terminal, past the capture."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if not lines or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import urllib3
+from conftest import CannedTransport
 
 import llmpool
 from llmpool.testing import MockLLMServer
@@ -139,20 +140,6 @@ def test_chat_stream(
     benchmark.pedantic(call, rounds=300, warmup_rounds=20)
 
 
-class _Canned:
-    """A response that is already read: no socket, no server."""
-
-    status = 200
-    connection_reused = True
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.headers = {"x-request-id": "req_1", "content-type": "application/json"}
-
-    def read(self, max_bytes: int | None = None) -> bytes:
-        return self.body
-
-
 def test_client_work_without_network(
     benchmark: Any, manager: urllib3.PoolManager, server: MockLLMServer
 ) -> None:
@@ -162,30 +149,10 @@ def test_client_work_without_network(
     body = manager.request(
         "POST", server.url("/v1/chat/completions"), body=BODY, headers=HEADERS
     ).data
-    canned = _Canned(body)
-    with llmpool.Client("http://127.0.0.1:9/v1", api_key="k", pool=_CannedTransport(canned)) as c:
+    with llmpool.Client("http://127.0.0.1:9/v1", api_key="k", pool=CannedTransport(body)) as c:
         assert c.chat("m", MESSAGES).text == "Hello from the mock server."
         benchmark.pedantic(lambda: c.chat("m", MESSAGES), rounds=2000, warmup_rounds=200)
     benchmark.extra_info["json_loads_us"] = _time_json_loads(body)
-
-
-class _CannedTransport:
-    """A Transport that answers every request with one canned response."""
-
-    def __init__(self, response: Any) -> None:
-        self.response = response
-
-    def request(self, *_args: Any, **_kwargs: Any) -> Any:
-        return self.response
-
-    def get_stats(self) -> dict[str, Any]:
-        return {}
-
-    def close_idle(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
 
 
 def _time_json_loads(body: bytes) -> float:

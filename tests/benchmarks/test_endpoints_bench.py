@@ -32,7 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import CANNED_SERVER_SCRIPT, _free_port, in_threads, load_canned_server_module
+from conftest import (
+    CANNED_SERVER_SCRIPT,
+    CannedTransport,
+    _free_port,
+    in_threads,
+    load_canned_server_module,
+    print_lines,
+)
 
 import llmpool
 from llmpool.endpoints import HealthBook, Outcome
@@ -49,45 +56,6 @@ RESULTS: dict[str, dict[str, dict[str, float]]] = {}
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _Canned:
-    """A response already read: no socket, no server."""
-
-    status = 200
-    connection_reused = True
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.headers = {"x-request-id": "req_1", "content-type": "application/json"}
-
-    def read(self, max_bytes: int | None = None) -> bytes:
-        return self.body
-
-    def drain(self, limit: int = 1 << 20) -> bool:
-        return True
-
-    def close(self) -> None:
-        return None
-
-
-class CannedTransport:
-    """A Transport that answers every request with the same canned response."""
-
-    def __init__(self, body: bytes) -> None:
-        self.answer = _Canned(body)
-
-    def request(self, method: str, url: str, **_: Any) -> Any:
-        return self.answer
-
-    def get_stats(self) -> dict[str, Any]:
-        return {}
-
-    def close_idle(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        return None
 
 
 class Interleaved:
@@ -135,15 +103,7 @@ def _rounds(calls: int, call: Callable[[], object]) -> Callable[[], None]:
 def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     """Print the comparisons once the module has run."""
     yield
-    lines = _summary_lines()
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if not lines or reporter is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line(line)
+    print_lines(request, _summary_lines())
 
 
 def _summary_lines() -> list[str]:

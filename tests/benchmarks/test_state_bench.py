@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CannedServer, load_module
 
 import llmpool
 from llmpool.testing import MockLLMServer
-from tests.benchmarks.conftest import CannedServer
-from tests.integration.redis_support import redis_url
+
+redis_url = load_module(
+    "redis_support", Path(__file__).parents[1] / "integration" / "redis_support.py"
+).redis_url
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 HUGE = {"ratelimit": {"requests_per_minute": 10_000_000, "tokens_per_minute": 10_000_000_000}}

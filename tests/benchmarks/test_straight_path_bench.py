@@ -35,7 +35,7 @@ from typing import Any
 import psutil
 import pytest
 import urllib3
-from conftest import CannedServer, in_threads
+from conftest import CannedServer, in_threads, print_lines
 
 import llmpool
 
@@ -81,17 +81,7 @@ def manager() -> Iterator[urllib3.PoolManager]:
 def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     """Print the ratios once every comparison of the module has run."""
     yield
-    lines = _summary_lines()
-    if not lines:
-        return
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if reporter is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line(line)
+    print_lines(request, _summary_lines())
 
 
 def _summary_lines() -> list[str]:

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from doubles import FakeSleep
 from rawserver import RawServer, read_request
 
 import llmpool
@@ -16,16 +17,6 @@ from llmpool.testing import Fault, MockLLMServer
 
 HI = [{"role": "user", "content": "hi"}]
 KEY = "sk-secret-0123456789abcdef"
-
-
-class FakeSleep:
-    """An injected sleep that records the waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 @pytest.fixture

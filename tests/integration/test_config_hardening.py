@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from doubles import refused_port
 
 import llmpool
 from llmpool import ConfigError
@@ -116,12 +116,6 @@ def test_check_config_without_base_url_still_validates(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- passwords in URLs
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_check_config_masks_proxy_credentials(tmp_path: Path) -> None:
     """check-config shows the proxy's host but not its user and password."""
     path = write(
@@ -145,7 +139,7 @@ def test_check_config_never_shows_a_password_in_base_url(tmp_path: Path) -> None
 
 def test_chat_error_never_shows_a_password_in_base_url() -> None:
     """`llmpool chat` against a URL with a password reports the failure without the password."""
-    url = f"http://user:pa55word@127.0.0.1:{closed_port()}/v1"
+    url = f"http://user:pa55word@127.0.0.1:{refused_port()}/v1"
     result = run("chat", "hello", "--model", "m", "--base-url", url)
     assert result.returncode == 1
     assert "llmpool chat:" in result.stderr and "127.0.0.1" in result.stderr

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
+from doubles import FakeSleep, refused_url
 
 import llmpool
 from llmpool.endpoints import COOLING, HEALTHY, StateChange
@@ -18,29 +18,10 @@ HI = [{"role": "user", "content": "hi"}]
 FAST = llmpool.HealthConfig(cooldown=0.2, consecutive_failures=1, min_calls=2)
 
 
-class FakeSleep:
-    """An injected sleep that records the waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
 @pytest.fixture
 def servers() -> Iterator[list[MockLLMServer]]:
     with MockLLMServer() as a, MockLLMServer() as b, MockLLMServer() as c:
         yield [a, b, c]
-
-
-def refused_url() -> str:
-    """A base URL whose port refuses connections."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}/v1"
 
 
 def endpoint(name: str, server: MockLLMServer | None, **kw: object) -> llmpool.Endpoint:

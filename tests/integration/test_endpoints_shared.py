@@ -4,7 +4,11 @@
 
 from __future__ import annotations
 
-import socket
+from doubles import refused_url
+from redis_support import (  # noqa: F401 (fixtures)
+    prefix,
+    redis_url_fixture,
+)
 
 import llmpool
 from llmpool.endpoints import COOLING, HEALTHY, Endpoint, HealthBook, HealthConfig
@@ -12,21 +16,9 @@ from llmpool.endpoints.routing import default
 from llmpool.shared_health import SHARED_REASON, SharedCooldowns
 from llmpool.state import MemoryBackend, StateConfig
 from llmpool.testing import MockLLMServer
-from tests.integration.redis_support import (  # noqa: F401 (fixtures)
-    prefix,
-    redis_url_fixture,
-)
 
 HI = [{"role": "user", "content": "hi"}]
 HEALTH = HealthConfig(consecutive_failures=1, cooldown=30.0)
-
-
-def refused_url() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}/v1"
 
 
 def test_a_cool_down_reaches_another_process_through_redis(

@@ -10,13 +10,13 @@ one must be cooled down (and then only probed). Counts only, no wall time.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from doubles import refused_port
 
 import llmpool
 from llmpool.testing import MockLLMServer
@@ -31,15 +31,6 @@ FAULTS = 12
 RECOVERED_CALLS = 30
 CONSECUTIVE_FAILURES = 3
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-def _refused_port() -> int:
-    """A loopback port nothing listens on: bound to learn it, then closed."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class Tally(llmpool.LLMPlugin):
@@ -105,7 +96,7 @@ def test_sixty_four_threads_over_refusing_flaky_and_slow_endpoints() -> None:
         flaky.inject("status=503", count=FAULTS)
         endpoints = [
             llmpool.Endpoint(
-                name="dead", base_url=f"http://127.0.0.1:{_refused_port()}/v1", api_key="sk-d"
+                name="dead", base_url=f"http://127.0.0.1:{refused_port()}/v1", api_key="sk-d"
             ),
             llmpool.Endpoint(name="flaky", base_url=flaky.base_url, api_key="sk-f"),
             llmpool.Endpoint(name="slow", base_url=slow.base_url, api_key="sk-s"),

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from llmpool.testing import MockLLMServer
-from tests.integration.redis_support import (  # noqa: F401 (fixtures)
+from redis_support import (  # noqa: F401 (fixtures)
     OwnRedis,
     own_redis,
     prefix,
     redis_url_fixture,
 )
+
+from llmpool.testing import MockLLMServer
 
 WORKER = Path(__file__).with_name("state_worker.py")
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,13 +10,7 @@ import threading
 import time
 
 import pytest
-
-import llmpool
-from llmpool.exceptions import StateBackendError
-from llmpool.state import MemoryBackend, RateLimits, StateConfig, open_backend
-from llmpool.state.redis import RedisBackend
-from llmpool.testing import MockLLMServer
-from tests.integration.redis_support import (  # noqa: F401 (fixtures)
+from redis_support import (  # noqa: F401 (fixtures)
     OwnRedis,
     free_port,
     own_redis,
@@ -24,6 +18,12 @@ from tests.integration.redis_support import (  # noqa: F401 (fixtures)
     redis,
     redis_url_fixture,
 )
+
+import llmpool
+from llmpool.exceptions import StateBackendError
+from llmpool.state import MemoryBackend, RateLimits, StateConfig, open_backend
+from llmpool.state.redis import RedisBackend
+from llmpool.testing import MockLLMServer
 
 
 def backend(url: str, prefix: str, **options: object) -> RedisBackend:
