@@ -103,9 +103,12 @@ class Request:
 _ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
 
 
+#: One encoder for every request body (json.dumps with options builds one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _dumps(value: Any) -> bytes:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode()
+    return _ENCODER.encode(value).encode()
 
 
 def encode_json(payload: Mapping[str, Any], *, key: str | None = None) -> bytes:

@@ -37,6 +37,10 @@ __all__ = [
 def load_json(body: bytes | str, *, request_id: str | None, what: str = "response") -> Any:
     """Decode JSON *body*; InvalidResponse (with an excerpt) when it is not JSON."""
     try:
+        if isinstance(body, bytes) and body[:1] == b"{" and body[1:2] not in (b"", b"\x00"):
+            # What json.loads(bytes) would decide (no BOM, no NUL: UTF-8), without
+            # its detect_encoding on every answer.
+            return json.loads(body.decode("utf-8", "surrogatepass"))
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise invalid_response(body, request_id, what, exc, problem=NOT_JSON) from exc
