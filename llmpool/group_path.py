@@ -163,6 +163,43 @@ def _tagged(result: Any, endpoint: str | None) -> Any:
     return result
 
 
+class _ModelRun:
+    """The attempts of one call at one model (the requested one or a
+    fallback): where it may go, where it went, its deadline. Confined to the
+    call's thread."""
+
+    __slots__ = ("ctx", "deadline", "group", "model", "names", "pick", "shaper", "tried")
+
+    def __init__(
+        self,
+        ctx: CallContext,
+        group: EndpointGroup,
+        shaper: Shaper,
+        model: str | None,
+        deadline: Deadline,
+    ) -> None:
+        names = group.serving(model)
+        if not names:
+            raise EndpointsUnavailable(
+                f"no endpoint serves model {model!r}", model=model, endpoints={}
+            )
+        self.ctx = ctx
+        self.group = group
+        self.shaper = shaper
+        self.model = model
+        self.deadline = deadline
+        self.names = names
+        #: The endpoints tried so far, and the last pick.
+        self.tried: list[str] = []
+        self.pick = Pick(None)
+
+    def fails_over(self, err: LLMPoolError) -> bool:
+        """Whether the next attempt goes to an endpoint not yet tried in this
+        call (then it does not wait for a backoff, and the retry policy's
+        statuses do not stop it: only its attempts do)."""
+        return fails_over(err) and self.group.book.has_healthy(self.names, besides=self.tried)
+
+
 class GroupPath(RequestPath):
     """The group's steps, for :class:`~llmpool.Client` (inherited)."""
 
@@ -195,29 +232,11 @@ class GroupPath(RequestPath):
         while True:
             model = models[index]
             try:
-                names = group.serving(model)
-                if not names:
-                    raise EndpointsUnavailable(
-                        f"no endpoint serves model {model!r}", model=model, endpoints={}
-                    )
-                tried: list[str] = []
-                attempts.failover = functools.partial(self._can_fail_over, group, names, tried)
+                run = _ModelRun(ctx, group, shaper, model, attempts.deadline)
+                attempts.failover = run.fails_over
                 if request.stream:
-                    return self._group_stream(
-                        ctx, group, shaper, model, names=names, tried=tried, attempts=attempts
-                    )
-                return attempts.run(
-                    functools.partial(
-                        self._group_attempt,
-                        ctx,
-                        group,
-                        shaper,
-                        model,
-                        names=names,
-                        tried=tried,
-                        deadline=attempts.deadline,
-                    )
-                )
+                    return self._group_stream(run, attempts)
+                return attempts.run(functools.partial(self._group_attempt, run))
             except LLMPoolError as err:
                 if isinstance(err, DeadlineExceeded):
                     raise
@@ -237,19 +256,12 @@ class GroupPath(RequestPath):
                 )
                 attempts = attempts.fresh()
 
-    def _pick(
-        self,
-        ctx: CallContext,
-        group: EndpointGroup,
-        model: str | None,
-        names: tuple[str, ...],
-        *,
-        tried: list[str],
-        deadline: Deadline,
-    ) -> Pick:
-        """An endpoint for the next attempt, one not tried in this call when
-        one can take it; waits for a cooling endpoint when that fits the
-        deadline, else raises EndpointsUnavailable."""
+    def _pick(self, run: _ModelRun, names: tuple[str, ...]) -> Route:
+        """The route of the endpoint for the next attempt among *names*, one
+        not tried in this call when one can take it (counted in flight; the
+        pick is kept in *run*); waits for a cooling endpoint when that fits
+        the deadline, else raises EndpointsUnavailable."""
+        group, tried, deadline = run.group, run.tried, run.deadline
         book = group.book
         while True:
             if group.shared is not None:
@@ -261,95 +273,74 @@ class GroupPath(RequestPath):
                     pick = book.pick(fresh)
             if pick is None or pick.name is None:
                 pick = book.pick(names)
-            if pick.name is not None:
-                tried.append(pick.name)
-                return pick
+            name = pick.name
+            if name is not None:
+                tried.append(name)
+                run.pick = pick
+                route = group.routes[name]
+                ctx = run.ctx
+                ctx.endpoint = name
+                ctx.base_url = route.base_url
+                ctx.provider = route.provider.name
+                ctx.model = run.model
+                return route
             if not book.config.wait_for_recovery or not deadline.allows(pick.wait):
                 errors = book.last_errors(names)
                 listed = "; ".join(f"{n}: {e or 'no error yet'}" for n, e in errors.items())
                 raise EndpointsUnavailable(
-                    f"every endpoint serving {model!r} is cooling down ({listed})",
-                    model=model,
+                    f"every endpoint serving {run.model!r} is cooling down ({listed})",
+                    model=run.model,
                     endpoints=errors,
                 )
-            log.debug("call %d: every endpoint cooling; waiting %.3fs", ctx.call_id, pick.wait)
+            log.debug("call %d: every endpoint cooling; waiting %.3fs", run.ctx.call_id, pick.wait)
             self._sleep(pick.wait)
 
-    def _route_for(
-        self, ctx: CallContext, group: EndpointGroup, pick: Pick, model: str | None
-    ) -> Route:
-        route = group.routes[pick.name or ""]
-        ctx.endpoint = route.name
-        ctx.base_url = route.base_url
-        ctx.provider = route.provider.name
-        ctx.model = model
-        return route
-
-    def _group_attempt(
-        self,
-        ctx: CallContext,
-        group: EndpointGroup,
-        shaper: Shaper,
-        model: str | None,
-        timeout: float | None,
-        *,
-        names: tuple[str, ...],
-        tried: list[str],
-        deadline: Deadline,
-    ) -> tuple[Any, int]:
+    def _group_attempt(self, run: _ModelRun, timeout: float | None) -> tuple[Any, int]:
         """One attempt of a JSON call at the endpoint the book picks."""
-        pick = self._pick(ctx, group, model, names, tried=tried, deadline=deadline)
-        book, name = group.book, pick.name or ""
+        route = self._pick(run, run.names)
+        probe = run.pick.probe
+        name = route.name or ""
+        book = run.group.book
         started = time.monotonic()
         try:
-            route = self._route_for(ctx, group, pick, model)
-            request, parse = shaper.shape(route.provider, model)
+            request, parse = run.shaper.shape(route.provider, run.model)
             result, received = self._send_once(
-                ctx, route, request, parse, timeout, deadline=deadline.expires_at
+                run.ctx, route, request, parse, timeout, deadline=run.deadline.expires_at
             )
         except LLMPoolError as err:
-            book.record(name, outcome_of(err), probe=pick.probe)
+            book.record(name, outcome_of(err), probe=probe)
             raise
         except BaseException:
-            book.release(name, probe=pick.probe)  # not the endpoint's doing
+            book.release(name, probe=probe)  # not the endpoint's doing
             raise
         ended = time.monotonic()
-        book.record_ok(name, ended - started, ended, probe=pick.probe)
+        book.record_ok(name, ended - started, ended, probe=probe)
         return _tagged(result, name), received
 
-    def _group_stream(
-        self,
-        ctx: CallContext,
-        group: EndpointGroup,
-        shaper: Shaper,
-        model: str | None,
-        *,
-        names: tuple[str, ...],
-        tried: list[str],
-        attempts: Attempts,
-    ) -> Stream:
+    def _group_stream(self, run: _ModelRun, attempts: Attempts) -> Stream:
         """Open a stream at a picked endpoint; before any chunk, a failure
         reopens it at another endpoint of the same provider kind."""
+        group = run.group
         lease = _Lease(group, self._stream_done)
-        deadline = attempts.deadline
+        expires_at = run.deadline.expires_at
 
         def open_attempt(timeout: float | None) -> HTTPResponse:
-            candidates = names
+            names = run.names
             if lease.kind is not None:  # a reopen keeps the parser's provider kind
-                candidates = tuple(n for n in names if group.routes[n].provider.name == lease.kind)
-            pick = self._pick(ctx, group, model, candidates, tried=tried, deadline=deadline)
+                names = tuple(n for n in names if group.routes[n].provider.name == lease.kind)
+            route = self._pick(run, names)
+            probe = run.pick.probe
             started = time.monotonic()
             try:
-                route = self._route_for(ctx, group, pick, model)
-                request, _ = shaper.shape(route.provider, model)
-                response = self._open_response(ctx, route, request, timeout, deadline.expires_at)
+                request, _ = run.shaper.shape(route.provider, run.model)
+                response = self._open_response(run.ctx, route, request, timeout, expires_at)
             except LLMPoolError as err:
-                group.book.record(pick.name or "", outcome_of(err), probe=pick.probe)
+                group.book.record(route.name or "", outcome_of(err), probe=probe)
                 raise
             except BaseException:
-                group.book.release(pick.name or "", probe=pick.probe)
+                group.book.release(route.name or "", probe=probe)
                 raise
-            lease.name, lease.probe = route.name, pick.probe
+            lease.name, lease.probe = route.name, probe
             lease.latency, lease.kind = time.monotonic() - started, route.provider.name
             return response
 
@@ -360,9 +351,9 @@ class GroupPath(RequestPath):
             return attempts.reopen(err, attempt=open_attempt)
 
         route = group.routes[lease.name or ""]
-        request, _ = shaper.shape(route.provider, model)
+        request, _ = run.shaper.shape(route.provider, run.model)
         return Stream(
-            ctx=ctx,
+            ctx=run.ctx,
             request=request,
             provider=route.provider,
             response=response,
@@ -372,14 +363,6 @@ class GroupPath(RequestPath):
             max_text=self._options.max_stream_text,
             check_deadline=attempts.check_deadline,
         )
-
-    def _can_fail_over(
-        self, group: EndpointGroup, names: tuple[str, ...], tried: list[str], err: LLMPoolError
-    ) -> bool:
-        """Whether the next attempt goes to an endpoint not yet tried in this
-        call (then it does not wait for a backoff, and the retry policy's
-        statuses do not stop it: only its attempts do)."""
-        return fails_over(err) and group.book.has_healthy(names, besides=tried)
 
     def _check_endpoint(self, name: str) -> Outcome:
         """An active check: ``GET /models`` at *name*, as an outcome."""
