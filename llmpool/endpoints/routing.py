@@ -62,7 +62,8 @@ Strategy = Callable[[Sequence[EndpointView]], int]
 class KeyedStrategy:
     """A strategy that takes the candidate with the smallest ``key(view)``
     (the first on ties). The health book may apply *key* to its own records,
-    which carry the same attributes, instead of building views."""
+    which carry the same attributes, instead of building views. Holds no
+    state: thread-safe."""
 
     def __init__(self, key: Callable[[Any], Any], name: str, doc: str) -> None:
         self.key = key
