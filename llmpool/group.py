@@ -86,11 +86,11 @@ class EndpointGroup:
             self._headers[key] = (provider, headers)
         return headers
 
-    def chain(self, model: str | None) -> list[str | None]:
-        """*model*, then its fallbacks (a new list: the caller may extend it)."""
+    def chain(self, model: str | None) -> Sequence[str | None]:
+        """*model*, then its fallbacks."""
         if model is None or not self.fallbacks:
-            return [model]
-        return [model, *self.fallbacks.get(model, ())]
+            return (model,)
+        return (model, *self.fallbacks.get(model, ()))
 
     def with_headers(self, headers: Mapping[str, str]) -> EndpointGroup:
         """A group sharing this one's book and pools, its providers' default

@@ -87,7 +87,7 @@ class Shaper:
 
     def shape(self, provider: Provider, model: str | None) -> tuple[Request, Callable[..., Any]]:
         """The request for *provider* and *model*, and its parse function."""
-        if provider is self.primary and model == self.model:
+        if provider is self.primary and model == self.model:  # the common case, kept first
             return self.request, self.parse
         key = (id(provider), model)
         made = self._made.get(key)
@@ -163,6 +163,9 @@ def _tagged(result: Any, endpoint: str | None) -> Any:
     return result
 
 
+_NO_PICK = Pick(None)
+
+
 class _ModelRun:
     """The attempts of one call at one model (the requested one or a
     fallback): where it may go, where it went, its deadline. Confined to the
@@ -191,7 +194,7 @@ class _ModelRun:
         self.names = names
         #: The endpoints tried so far, and the last pick.
         self.tried: list[str] = []
-        self.pick = Pick(None)
+        self.pick = _NO_PICK
 
     def fails_over(self, err: LLMPoolError) -> bool:
         """Whether the next attempt goes to an endpoint not yet tried in this

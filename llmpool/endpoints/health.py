@@ -176,7 +176,7 @@ class HealthBook:
         and count the call in flight there; or say how long until one may
         take it. A half-open endpoint whose probe is not out yet is chosen
         first, as the probe."""
-        changes: list[StateChange] = []
+        changes: list[StateChange] | None = None
         records = self._records
         with self._lock:
             now = -1.0  # read from the clock only when a record is not healthy
@@ -194,7 +194,7 @@ class HealthBook:
                     now = self.clock()
                 if state == COOLING and now >= record.until:
                     record.state = state = HALF_OPEN
-                    changes.append(StateChange(name, COOLING, HALF_OPEN, "cooled"))
+                    changes = [StateChange(name, COOLING, HALF_OPEN, "cooled")]
                 if state == HALF_OPEN and not record.probing:
                     record.probing = probe = True
                     chosen = record
