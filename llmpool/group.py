@@ -142,7 +142,7 @@ class HealthChecks:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        reset_after_fork(self, HealthChecks._restart)
+        reset_after_fork(self, HealthChecks._restart, last=True)  # after the locks
 
     def start(self) -> None:
         """Start the thread (once)."""
