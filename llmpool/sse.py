@@ -84,6 +84,7 @@ class SSEDecoder:
     """
 
     __slots__ = (
+        "_clean",
         "_data",
         "_data_len",
         "_event",
@@ -112,25 +113,56 @@ class SSEDecoder:
         self._retry: int | None = None
         # The last event ID persists across events.
         self._id: str | None = None
+        #: Nothing pending or half-built and the BOM check done: the fast paths
+        #: may take a piece that is one whole event (set by the general path).
+        self._clean = False
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Decode *data* (any piece of the body) and return the completed events."""
         if (
-            data[-2:] == b"\n\n"
+            self._clean
             and data[:6] == b"data: "
+            and data[-2:] == b"\n\n"
             and data.count(b"\n") == 2
-            and not self._pending
-            and not self._data
-            and not self._skip_lf
-            and not self._event
-            and self._retry is None
             and b"\r" not in data
             and len(data) <= self._max
         ):
             # The common piece: exactly one whole one-line event, nothing pending
             # or half-built (what the general path below makes of it, faster).
-            self._started = True
             return [_event(data[6:-2].decode("utf-8", "replace"), self._id)]
+        return self._feed(data)
+
+    def feed_data(self, data: bytes) -> str | list[SSEEvent]:
+        """:meth:`feed` for a reader that takes an event's data alone: a piece
+        that is exactly one whole one-line event of the default type (the
+        common piece) gives its data as a ``str`` (the last event ID stays
+        :attr:`last_event_id`), any other piece the list :meth:`feed` gives."""
+        if (
+            self._clean
+            and data[:6] == b"data: "
+            and data[-2:] == b"\n\n"
+            and data.count(b"\n") == 2
+            and b"\r" not in data
+            and len(data) <= self._max
+        ):
+            return data[6:-2].decode("utf-8", "replace")
+        return self._feed(data)
+
+    def _feed(self, data: bytes) -> list[SSEEvent]:
+        # The general path; the fast paths' state check is redone at its end.
+        self._clean = False
+        events = self._decode(data)
+        self._clean = (
+            self._started
+            and not self._pending
+            and not self._data
+            and not self._skip_lf
+            and not self._event
+            and self._retry is None
+        )
+        return events
+
+    def _decode(self, data: bytes) -> list[SSEEvent]:
         if self._skip_lf and data:
             self._skip_lf = False
             if data[0] == 0x0A:
@@ -165,6 +197,7 @@ class SSEDecoder:
         self._pending_len = 0
         self._skip_lf = False
         self._reset_event()
+        self._clean = self._started
         return []
 
     @property

@@ -250,20 +250,51 @@ class _StreamCore:
         try:
             while True:
                 try:
-                    yield from self._read_attempt()
+                    # One attempt, read in this frame: no generator between
+                    # the caller and the body's iterator.
+                    hooked = False  # a plugin's error is no broken connection
+                    parser, decoder, feed_data, each, on_chunk, body = self._start()
+                    decode = decoder.feed if feed_data is None else decoder.feed_data
+                    feed_event = parser.feed
+                    # The hot loop (once per event): locals, no helper calls
+                    # on the common path.
+                    for data in body:
+                        self._received += len(data)
+                        got = decode(data)
+                        for item in (got,) if got.__class__ is str else got:
+                            chunk = (
+                                feed_data(item) if item.__class__ is str else feed_event(item)  # type: ignore[arg-type]
+                            )
+                            if chunk is not None and (
+                                chunk.delta
+                                or chunk.finish_reason
+                                or chunk.usage
+                                or chunk.tool_calls
+                            ):  # worth handing over (a role-only preamble is not,
+                                # so a stream that fails right after it is still
+                                # retried as undelivered)
+                                delta = chunk.delta
+                                if delta:
+                                    self.parts.append(delta)
+                                    self.kept += len(delta)
+                                    if self.kept > self._bound:
+                                        self._trim()
+                                if on_chunk is not None:
+                                    hooked = True
+                                    on_chunk(self._ctx, chunk)
+                                    hooked = False
+                                self._delivered = True
+                                yield chunk
+                            if (chunk is None or each) and parser.done:
+                                break
+                        else:
+                            continue
+                        break
+                    self._finish(parser, decoder, body)
                     break
                 except LLMPoolError as err:
-                    self._release()
-                    err.delivered = self._delivered  # type: ignore[attr-defined]
-                    err.text = self.text  # type: ignore[attr-defined]
-                    if getattr(err, "request_id", None) is None:
-                        err.request_id = self.request_id  # type: ignore[attr-defined]
-                    if self._delivered:
-                        if self._check_deadline is not None:
-                            self._check_deadline(err)  # DeadlineExceeded once it is spent
-                        raise
-                    self._response = self._reopen(err)  # waits and opens, or raises
-                    self.request_id = self._provider.request_id(self._response.headers)
+                    # Raises, or opens the next attempt's response.
+                    self._failed(self._interrupted(err, hooked))
         except LLMPoolError as err:
             self.end(err, None)
             raise
@@ -271,45 +302,49 @@ class _StreamCore:
             self._release()
         self.end(None, None)
 
-    def _read_attempt(self) -> Iterator[ChatChunk]:
+    def _start(
+        self,
+    ) -> tuple[_StreamParser, SSEDecoder, Any, bool, Any, Iterator[bytes]]:
+        """An attempt's parser, decoder, the parser's ``feed_data`` (None when
+        it has none), whether to ask the parser if it is done after every event,
+        the ``on_stream_chunk`` hook (None without one) and the body's pieces.
+
+        A parser with ``feed_data`` takes an event's data alone (and returns
+        None for the final marker): it gets the common piece's data without an
+        event built for it. The others get every event, and whether they are
+        done is asked after each."""
         response = self._response
         assert response is not None
-        decoder = SSEDecoder()
         parser: _StreamParser = self._provider.stream_parser(request_id=self.request_id)
         self.parser = parser
+        feed_data = getattr(parser, "feed_data", None)
         plugins = self._plugins
         on_chunk = (
             plugins.on_stream_chunk
             if plugins is not None and plugins.has("on_stream_chunk")
             else None
         )
-        body = self._body(response)
-        feed_bytes = decoder.feed
-        feed_event = parser.feed
-        # The hot loop (once per event): locals, no helper calls on the common path.
-        for data in body:
-            self._received += len(data)
-            for event in feed_bytes(data):
-                chunk = feed_event(event)
-                if chunk is not None and (
-                    chunk.delta or chunk.finish_reason or chunk.usage or chunk.tool_calls
-                ):  # worth handing over (a role-only preamble is not, so a stream
-                    # that fails right after it is still retried as undelivered)
-                    delta = chunk.delta
-                    if delta:
-                        self.parts.append(delta)
-                        self.kept += len(delta)
-                        if self.kept > self._bound:
-                            self._trim()
-                    if on_chunk is not None:
-                        on_chunk(self._ctx, chunk)
-                    self._delivered = True
-                    yield chunk
-                if parser.done:
-                    break
-            else:
-                continue
-            break
+        return parser, SSEDecoder(), feed_data, feed_data is None, on_chunk, response.iter_bytes()
+
+    def _interrupted(self, exc: LLMPoolError, hooked: bool) -> LLMPoolError:
+        """The error an attempt failed with, for *exc*: a broken connection
+        (a TransportError but a read timeout, unless a plugin's hook raised it:
+        *hooked*) becomes StreamInterrupted, caused by *exc*."""
+        if hooked or not isinstance(exc, TransportError) or isinstance(exc, ReadTimeout):
+            return exc
+        err = StreamInterrupted(
+            f"the connection dropped mid-stream: {exc}",
+            request_id=self.request_id,
+            text=self.text,
+            delivered=self._delivered,
+        )
+        err.__cause__ = exc  # what "raise ... from exc" would set
+        err.__suppress_context__ = True
+        return err
+
+    def _finish(self, parser: _StreamParser, decoder: SSEDecoder, body: Iterator[bytes]) -> None:
+        """The body ended or the final marker came: IncompleteStream without
+        the marker, else the rest of the body drained."""
         if not parser.done:
             decoder.flush()
             raise IncompleteStream(
@@ -319,6 +354,22 @@ class _StreamCore:
                 delivered=self._delivered,
             )
         self._drain(body)
+
+    def _failed(self, err: LLMPoolError) -> None:
+        """An attempt failed with *err*: raise it (with what was delivered and
+        the request id) once a chunk was delivered, else reopen (which waits,
+        or raises when the policy or the deadline says no more)."""
+        self._release()
+        err.delivered = self._delivered  # type: ignore[attr-defined]
+        err.text = self.text  # type: ignore[attr-defined]
+        if getattr(err, "request_id", None) is None:
+            err.request_id = self.request_id  # type: ignore[attr-defined]
+        if self._delivered:
+            if self._check_deadline is not None:
+                self._check_deadline(err)  # DeadlineExceeded once it is spent
+            raise err
+        self._response = self._reopen(err)
+        self.request_id = self._provider.request_id(self._response.headers)
 
     def _drain(self, body: Iterator[bytes]) -> None:
         """Read the rest of the body (the chunked terminator) through the same
@@ -332,20 +383,6 @@ class _StreamCore:
         except LLMPoolError:
             return
         self._response = None  # read to the end: the connection is back in the pool
-
-    def _body(self, response: _Response) -> Iterator[bytes]:
-        """The body's bytes; a broken connection becomes StreamInterrupted."""
-        try:
-            yield from response.iter_bytes()
-        except ReadTimeout:
-            raise
-        except TransportError as exc:
-            raise StreamInterrupted(
-                f"the connection dropped mid-stream: {exc}",
-                request_id=self.request_id,
-                text=self.text,
-                delivered=self._delivered,
-            ) from exc
 
     def _release(self) -> None:
         response, self._response = self._response, None

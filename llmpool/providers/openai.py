@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = ["OpenAIProvider", "OpenAIStreamParser"]
 
+#: json.loads's own scanner, called without its wrappers (stream events only).
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
 
 class OpenAIProvider(Provider):
     """OpenAI's API and OpenAI-compatible servers.
@@ -180,31 +183,6 @@ class OpenAIProvider(Provider):
 # --------------------------------------------------------------------------- parsing
 
 
-def _plain_delta(obj: dict[str, Any]) -> tuple[str, int, str | None] | None:
-    """``(text, index, finish_reason)`` of the common stream event (one choice
-    whose delta holds at most text), or None for anything else, which the
-    general path reads and checks."""
-    choices = obj.get("choices")
-    if type(choices) is not list or len(choices) != 1:
-        return None
-    choice = choices[0]
-    if type(choice) is not dict:
-        return None
-    delta = choice.get("delta")
-    if type(delta) is not dict or delta.get("tool_calls"):
-        return None
-    text = delta.get("content")
-    index = choice.get("index", 0)
-    finish = choice.get("finish_reason")
-    if (
-        (text is None or type(text) is str)
-        and type(index) is int
-        and (finish is None or type(finish) is str)
-    ):
-        return text or "", index, finish
-    return None
-
-
 #: CallParams fields sent under their own name, besides stop and tools.
 _COMPLETE_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "user")
 _CHAT_FIELDS = (*_COMPLETE_FIELDS, "tool_choice", "response_format")
@@ -326,25 +304,36 @@ class OpenAIStreamParser(StreamParser):
 
     def feed(self, event: SSEEvent) -> ChatChunk | None:
         """The chunk of one event (None for ``[DONE]`` and empty keep-alives)."""
-        data = event.data
-        if data[:1] == "{" and event.event is None:
+        if event.event is None:
+            return self.feed_data(event.data)
+        return self._general(event.data, event.event)
+
+    def feed_data(self, data: str) -> ChatChunk | None:
+        """:meth:`feed` for an event of the default type whose data is *data*
+        (what the Stream hands over for the common piece, without an event)."""
+        if data[:1] == "{":
             # The common event, a JSON object that is no error: straight to its
-            # chunk (anything else goes the general way below, which reports it).
+            # chunk (anything else goes the general way, which reports it).
+            # json.loads without its wrappers: a scan from the first character
+            # that must end at the last (anything else goes the general way).
             try:
-                obj = json.loads(data)
-            except (ValueError, RecursionError):
-                obj = None
-            if type(obj) is dict and obj.get("error") is None:
+                obj, end = _scan(data, 0)
+            except (StopIteration, ValueError, RecursionError):
+                obj = end = None
+            if end == len(data) and type(obj) is dict and obj.get("error") is None:
                 try:
                     return self._chunk(obj)
                 except SHAPE_ERRORS as exc:
                     raise self.invalid(data, exc) from exc
+        return self._general(data, None)
+
+    def _general(self, data: str, kind: str | None) -> ChatChunk | None:
         if data == "[DONE]":
             self._done = True
             return None
         if not data.strip():
             return None
-        if event.event == "error":
+        if kind == "error":
             raise self.error_event(data)
         obj = self.load(data)
         if obj.get("error") is not None:
@@ -358,12 +347,31 @@ class OpenAIStreamParser(StreamParser):
         if self.response_id is None:
             self.response_id = opt_text(obj.get("id"))
             self.model = opt_text(obj.get("model"))
+        if not obj.get("usage"):
+            # The common event: one choice whose delta holds at most text. Its
+            # chunk is built here; anything else (or any odd type) is read and
+            # checked by _full_chunk.
+            choices = obj.get("choices")
+            if type(choices) is list and len(choices) == 1:
+                choice = choices[0]
+                delta = choice.get("delta") if type(choice) is dict else None
+                if type(delta) is dict and not delta.get("tool_calls"):
+                    text = delta.get("content")
+                    index = choice.get("index", 0)
+                    finish = choice.get("finish_reason")
+                    if (
+                        (text is None or type(text) is str)
+                        and type(index) is int
+                        and (finish is None or type(finish) is str)
+                    ):
+                        if finish and index == 0:
+                            self._finish_reason = finish
+                        return text_chunk(text or "", index, finish, obj)
+        return self._full_chunk(obj)
+
+    def _full_chunk(self, obj: dict[str, Any]) -> ChatChunk:
+        """The chunk of any event object, every field read and checked."""
         usage = parse_usage(obj["usage"]) if obj.get("usage") else None
-        fast = _plain_delta(obj) if usage is None else None
-        if fast is not None:  # the common event: one choice, a text delta
-            if fast[2] and fast[1] == 0:
-                self._finish_reason = fast[2]
-            return text_chunk(fast[0], fast[1], fast[2], obj)
         choices = as_list(obj.get("choices") or [])
         if not choices:
             return self.chunk(usage=usage, raw=obj)

@@ -646,16 +646,42 @@ def test_request_ids_are_capped(provider: OpenAIProvider) -> None:
 )
 def test_plain_stream_events_read_as_the_general_path_reads_them(choice: dict[str, Any]) -> None:
     """The fast path for one-choice text deltas gives the chunk the general path gives."""
-    from llmpool.providers import openai as module
-
-    event = SSEEvent(data=json.dumps({"id": "c", "model": "m", "choices": [choice]}))
+    obj = {"id": "c", "model": "m", "choices": [choice]}
+    event = SSEEvent(data=json.dumps(obj))
     fast = OpenAIProvider().stream_parser(request_id="r")
     general = OpenAIProvider().stream_parser(request_id="r")
-    original = module._plain_delta
-    try:
-        module._plain_delta = lambda obj: None  # type: ignore[assignment]
-        expected = general.feed(event)
-    finally:
-        module._plain_delta = original
+    expected = general._full_chunk(obj)
     assert fast.feed(event) == expected
+    assert fast.feed_data(event.data) == expected
     assert fast.finish_reason == general.finish_reason
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"choices": [{"index": 0, "delta": {"content": "a"}}]} ',
+        '{"choices": [{"index": 0, "delta": {"content": "a"}}]} x',
+        '{"choices": [{"index": 0, "delta": {"content": "a"}}]}{}',
+        '{"error": {"type": "server_error", "message": "boom"}}',
+        '{"choices": "nope"}',
+        "[DONE]",
+        "  ",
+        "{",
+        "[1]",
+    ],
+)
+def test_feed_data_is_feed_of_a_default_event(data: str) -> None:
+    """feed_data(data) does what feed does with an event of the default type
+    (trailing bytes after the JSON go the general way: whitespace is fine,
+    anything else is malformed)."""
+    results = []
+    for call in ("feed", "feed_data"):
+        parser = OpenAIProvider().stream_parser(request_id="r")
+        try:
+            arg: Any = SSEEvent(data=data) if call == "feed" else data
+            results.append((repr(getattr(parser, call)(arg)), parser.done))
+        except exc.LLMPoolError as err:
+            results.append((type(err).__name__, err.request_id))
+    assert results[0] == results[1]
+    if data.endswith(" x"):
+        assert results[0] == ("InvalidResponse", "r")

@@ -85,3 +85,33 @@ def test_text_chunk_is_an_ordinary_chunk() -> None:
         "tool_calls",
         "raw",
     }
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(LINES), max_size=12))
+def test_feed_data_gives_what_feed_gives(pieces: list[bytes]) -> None:
+    """feed_data's str for the common piece is the data of the event feed
+    gives (default type, no retry), with the same last event ID."""
+    plain, full = SSEDecoder(), SSEDecoder()
+    for piece in pieces:
+        got = plain.feed_data(piece)
+        want = full.feed(piece)
+        if isinstance(got, str):
+            assert want == [SSEEvent(data=got, id=plain.last_event_id)]
+        else:
+            assert got == want
+        assert plain.last_event_id == full.last_event_id
+
+
+def test_feed_data_takes_the_common_piece_as_a_string() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed_data(b'data: {"a":1}\n\n') == [SSEEvent(data='{"a":1}')]
+    assert decoder.feed_data(b"data: \xc3\xa9\n\n") == "\u00e9"
+    assert decoder.feed_data(b"event: e\n") == []
+    assert decoder.feed_data(b"data: x\n\n") == [SSEEvent(event="e", data="x")]
+    assert decoder.feed_data(b"data: y\n\n") == "y"
+    assert decoder.feed_data(b"data: a\ndata: b\n\n") == [SSEEvent(data="a\nb")]
+    assert decoder.feed_data(b"data: half") == []
+    assert decoder.feed_data(b"data: z\n\n") == [SSEEvent(data="halfdata: z")]
+    decoder.flush()
+    assert decoder.feed_data(b"data: w\n\n") == "w"
