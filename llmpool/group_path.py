@@ -316,8 +316,8 @@ class GroupPath(RequestPath):
         except BaseException:
             book.release(name, probe=probe)  # not the endpoint's doing
             raise
-        ended = time.monotonic()
-        book.record_ok(name, ended - started, ended, probe=probe)
+        headers_at = run.ctx.headers_at or started  # set by the exchange just made
+        book.record_ok(name, headers_at - started, headers_at, probe=probe)
         return _tagged(result, name), received
 
     def _group_stream(self, run: _ModelRun, attempts: Attempts) -> Stream:
@@ -344,7 +344,8 @@ class GroupPath(RequestPath):
                 group.book.release(route.name or "", probe=probe)
                 raise
             lease.name, lease.probe = route.name, probe
-            lease.latency, lease.kind = time.monotonic() - started, route.provider.name
+            lease.latency = (run.ctx.headers_at or started) - started
+            lease.kind = route.provider.name
             return response
 
         response = attempts.run(open_attempt)
@@ -386,7 +387,7 @@ class GroupPath(RequestPath):
             )
         except LLMPoolError as err:
             return outcome_of(err)
-        return Outcome(ok=True, latency=time.monotonic() - started)
+        return Outcome(ok=True, latency=(ctx.headers_at or started) - started)
 
     def _endpoint_changed(self, change: StateChange) -> None:
         """Report an endpoint's change of state: other processes (a shared

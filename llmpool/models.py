@@ -178,6 +178,8 @@ class CallContext:
     status_code: int | None = None
     #: Seconds the last attempt waited for a free connection (None: unknown).
     pool_wait: float | None = None
+    #: The monotonic instant the last attempt's response headers arrived (None: not yet).
+    headers_at: float | None = None
     #: The base URL the call goes to (credentials never in it).
     base_url: str | None = None
     #: The endpoint of the client's group the last attempt went to (None: a plain client).

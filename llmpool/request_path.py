@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -290,6 +291,7 @@ class RequestPath:
         ctx.connection_reused = response.connection_reused
         ctx.status_code = response.status
         ctx.pool_wait = getattr(response, "pool_wait", None)
+        ctx.headers_at = time.monotonic()
         return response
 
     def _open_stream(

@@ -410,3 +410,25 @@ def test_call_headers_win_on_every_endpoint_whatever_their_case(
         assert request.header("x-team") == "red"
         assert request.header("idempotency-key") == "k-1"
         assert request.header("authorization") == f"Bearer sk-{name}"
+
+
+def test_the_latency_average_is_the_time_to_the_headers(servers: list[MockLLMServer]) -> None:
+    """Each attempt's headers instant is on the call's context; the average follows it."""
+    seen: list[tuple[float, float | None]] = []
+
+    class Watch(LLMPlugin):
+        name = "watch"
+
+        def after_response(
+            self, ctx: llmpool.CallContext, request: object, response: object
+        ) -> None:
+            seen.append((ctx.started, ctx.headers_at))
+
+    servers[0].configure(latency=0.05)
+    with llmpool.Client(endpoints=[endpoint("a", servers[0])], plugins=[Watch()]) as client:
+        client.chat("m", HI)
+        ewma_ms = client.stats()["endpoints"]["a"]["latency_ewma_ms"]
+    ((started, headers_at),) = seen
+    assert headers_at is not None and headers_at > started
+    assert ewma_ms is not None and ewma_ms >= 50.0  # the server waited 50 ms before its headers
+    assert ewma_ms <= (headers_at - started) * 1000.0 + 1e-6  # measured from the attempt's start
