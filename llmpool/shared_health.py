@@ -15,8 +15,9 @@ different services that share a deployment share its cool-downs too.
 
 A failing backend never fails or delays a call beyond ``state.timeout``: the
 error is counted by the backend (and logged at most once a minute) and this
-process goes on with what it knows. Thread-safe: at most one thread syncs at
-a time (the others skip), and nothing is held across the backend's I/O.
+process goes on with what it knows. Thread-safe: one thread claims each
+interval's read (the others skip it), and no lock is held across the
+backend's I/O, the health book or a log call.
 """
 
 from __future__ import annotations
@@ -69,15 +70,16 @@ class SharedCooldowns:
         self.wall = wall
         self._ids = {name: endpoint_id(url) for name, url in base_urls.items()}
         self._names = {ident: name for name, ident in self._ids.items()}
+        # Guards _next_sync and the counters (microseconds; never across the
+        # backend's I/O, the book or a log call).
+        self._lock = threading.Lock()
         self._next_sync = 0.0
-        # Taken without blocking: one thread syncs, the others go on.
-        self._syncing = threading.Lock()
         self.published = 0
         self.applied = 0
         reset_after_fork(self, SharedCooldowns._after_fork)
 
     def _after_fork(self) -> None:
-        self._syncing = threading.Lock()  # a parent thread may have held it
+        self._lock = threading.Lock()  # a parent thread may have held it
         self._next_sync = 0.0  # the child reads the shared cool-downs at once
 
     def publish(self, change: StateChange) -> None:
@@ -90,35 +92,35 @@ class SharedCooldowns:
         except LLMPoolError as err:  # counted by the backend; the call goes on
             log.debug("could not share the cool-down of %s: %s", change.endpoint, err)
             return
-        self.published += 1
+        with self._lock:
+            self.published += 1
 
     def sync(self, time_left: float | None = None) -> None:
         """Read the shared cool-downs when *interval* has passed since the last
         read (and the call has time for it), and apply them."""
         now = self.clock()
-        if now < self._next_sync or (time_left is not None and time_left < 1.0):
+        if time_left is not None and time_left < 1.0:
             return
-        if not self._syncing.acquire(blocking=False):
-            return
-        try:
-            self._next_sync = now + self.interval
-            try:
-                shared = self.backend.get_cooldowns(SCOPE)
-            except LLMPoolError as err:
-                log.debug("could not read shared cool-downs: %s", err)
+        with self._lock:  # claim this interval's read: the other threads go on
+            if now < self._next_sync:
                 return
-            wall = self.wall()
-            for ident, until in shared.items():
-                name = self._names.get(ident)
-                applied = (
-                    name is not None
-                    and until > wall
-                    and self.book.cool_until(name, now + (until - wall), SHARED_REASON)
-                )
-                self.applied += bool(applied)
-        finally:
-            self._syncing.release()
+            self._next_sync = now + self.interval
+        try:
+            shared = self.backend.get_cooldowns(SCOPE)
+        except LLMPoolError as err:
+            log.debug("could not read shared cool-downs: %s", err)
+            return
+        wall = self.wall()
+        applied = 0
+        for ident, until in shared.items():
+            name = self._names.get(ident)
+            if name is not None and until > wall:
+                applied += self.book.cool_until(name, now + (until - wall), SHARED_REASON)
+        if applied:
+            with self._lock:
+                self.applied += applied
 
     def stats(self) -> dict[str, int]:
         """Cool-downs published by this process, and shared ones applied."""
-        return {"published": self.published, "applied": self.applied}
+        with self._lock:
+            return {"published": self.published, "applied": self.applied}

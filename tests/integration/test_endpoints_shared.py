@@ -91,6 +91,5 @@ def test_a_shared_cool_down_is_not_published_back() -> None:
     book.on_change = shared.publish
     book.cool_until("a", book.clock() + 5.0, SHARED_REASON)
     assert shared.published == 0
-    book.pick(["a"])  # still cooling: nothing
     book.cool_until("a", book.clock() + 50.0, "local decision")  # extends: no new change
     assert backend.get_cooldowns("endpoints") == {}
