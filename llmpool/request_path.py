@@ -80,6 +80,8 @@ class RequestPath:
     _provider: Provider
     _route: Route
     _group: EndpointGroup | None
+    #: The attempts over an endpoint group (llmpool.group_path.GroupPath._group_run).
+    _group_run: Callable[..., Any]
     _plugins: PluginManager | None
     _memory: MemoryManager | None
     _options: ClientOptions
@@ -173,19 +175,6 @@ class RequestPath:
         return attempts.run(
             lambda t: self._send_once(ctx, route, request, parse, t, deadline=deadline)
         )
-
-    def _group_run(
-        self,
-        ctx: CallContext,
-        request: Request,
-        parse: Callable[..., Any],
-        attempts: Attempts,
-        *,
-        build: Rebuild,
-        built: Request,
-    ) -> Any:
-        """The attempts over an endpoint group (:mod:`llmpool.group_path`)."""
-        raise NotImplementedError
 
     def _before_request(
         self, plugins: PluginManager, ctx: CallContext, request: Request, budget: Deadline
