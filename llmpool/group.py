@@ -72,16 +72,14 @@ class EndpointGroup:
         return names
 
     def own_headers(self, provider: Provider, request: Request) -> dict[str, str]:
-        """The headers *provider* gives a request like *request* (see
-        Provider.post/get), cached per provider: a provider's headers never
-        change. Read-only: copy before changing."""
+        """The headers *provider* gives a request like *request*
+        (:meth:`Provider.request_headers`), cached per provider: a provider's
+        headers never change. Read-only: copy before changing."""
         key = (id(provider), request.stream, request.method)
         cached = self._headers.get(key)
         if cached is not None and cached[0] is provider:
             return cached[1]
-        headers = provider.headers(stream=request.stream)
-        if request.method == "GET":
-            headers.pop("Content-Type", None)
+        headers = provider.request_headers(request.method, stream=request.stream)
         if len(self._headers) < 1024:  # a benign race: two threads may store the same
             self._headers[key] = (provider, headers)
         return headers

@@ -204,22 +204,28 @@ class Provider(abc.ABC):
 
     # ------------------------------------------------------------------ requests
 
+    def request_headers(self, method: str, *, stream: bool = False) -> dict[str, str]:
+        """A fresh copy of the headers a *method* request gets from :meth:`post`
+        or :meth:`get` (a GET has no body, so no ``Content-Type``)."""
+        headers = self.headers(stream=stream)
+        if method == "GET":
+            headers.pop("Content-Type", None)
+        return headers
+
     def post(self, path: str, payload: Mapping[str, Any], *, stream: bool = False) -> Request:
         """A POST :class:`~llmpool.models.Request` of *payload* to *path*.
 
         The body is encoded here, once, so a payload that strict JSON cannot
         hold (a datetime, a set, bytes, NaN) raises ConfigError when the
         request is built, naming the field, and nothing is sent."""
-        headers = self.headers(stream=stream)
+        headers = self.request_headers("POST", stream=stream)
         request = Request(method="POST", path=path, headers=headers, payload=payload, stream=stream)
         request.body  # noqa: B018 - encode now: a bad payload fails at build time
         return request
 
     def get(self, path: str) -> Request:
         """A GET :class:`~llmpool.models.Request` to *path* (no body, no Content-Type)."""
-        headers = self.headers()
-        headers.pop("Content-Type", None)
-        return Request(method="GET", path=path, headers=headers)
+        return Request(method="GET", path=path, headers=self.request_headers("GET"))
 
     @abc.abstractmethod
     def build_chat(
