@@ -218,7 +218,7 @@ class Provider(abc.ABC):
         The body is encoded here, once, so a payload that strict JSON cannot
         hold (a datetime, a set, bytes, NaN) raises ConfigError when the
         request is built, naming the field, and nothing is sent."""
-        headers = self.request_headers("POST", stream=stream)
+        headers = self.headers(stream=stream)  # request_headers("POST"), one call less
         request = Request(method="POST", path=path, headers=headers, payload=payload, stream=stream)
         request.body  # noqa: B018 - encode now: a bad payload fails at build time
         return request
