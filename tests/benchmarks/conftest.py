@@ -4,7 +4,6 @@ server in its own process, thread runners."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import socket
 import ssl
 import subprocess
@@ -180,35 +179,3 @@ def print_lines(request: pytest.FixtureRequest, lines: list[str]) -> None:
         reporter.write_line("")
         for line in lines:
             reporter.write_line(line)
-
-
-def raw_chat(pm: Any, url: str, body: bytes, headers: dict[str, str]) -> Callable[[], str]:
-    """The baseline JSON call: raw urllib3 and json.loads, the same bytes llmpool sends."""
-
-    def call() -> str:
-        response = pm.request("POST", url, body=body, headers=headers)
-        data = json.loads(response.data)
-        return str(data["choices"][0]["message"]["content"])
-
-    return call
-
-
-def raw_stream(pm: Any, url: str, body: bytes, headers: dict[str, str]) -> Callable[[], str]:
-    """The baseline stream: raw urllib3 chunks split into lines, json.loads per event."""
-
-    def call() -> str:
-        response = pm.request("POST", url, body=body, headers=headers, preload_content=False)
-        parts = []
-        buffer = b""
-        for piece in response.read_chunked():
-            buffer += piece
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.startswith(b"data: ") and line != b"data: [DONE]":
-                    choices = json.loads(line[6:])["choices"]
-                    if choices:
-                        parts.append(choices[0]["delta"].get("content") or "")
-        response.release_conn()
-        return "".join(parts)
-
-    return call

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import urllib3
-from conftest import CannedTransport, raw_chat, raw_stream
+from conftest import CannedTransport
 
 import llmpool
 from llmpool.testing import MockLLMServer
@@ -51,11 +51,31 @@ def manager() -> Iterator[urllib3.PoolManager]:
 
 
 def _raw_chat(pm: urllib3.PoolManager, url: str) -> Callable[[], str]:
-    return raw_chat(pm, url, BODY, HEADERS)
+    def call() -> str:
+        response = pm.request("POST", url, body=BODY, headers=HEADERS)
+        data = json.loads(response.data)
+        return str(data["choices"][0]["message"]["content"])
+
+    return call
 
 
 def _raw_stream(pm: urllib3.PoolManager, url: str) -> Callable[[], str]:
-    return raw_stream(pm, url, STREAM_BODY, HEADERS)
+    def call() -> str:
+        response = pm.request("POST", url, body=STREAM_BODY, headers=HEADERS, preload_content=False)
+        parts = []
+        buffer = b""
+        for piece in response.read_chunked():
+            buffer += piece
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: ") and line != b"data: [DONE]":
+                    choices = json.loads(line[6:])["choices"]
+                    if choices:
+                        parts.append(choices[0]["delta"].get("content") or "")
+        response.release_conn()
+        return "".join(parts)
+
+    return call
 
 
 def _openai_client(server: MockLLMServer) -> Any:

@@ -25,6 +25,7 @@ interleaved urllib3 rounds' CPU subtracted from llmpool's. Run::
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from typing import Any
 import psutil
 import pytest
 import urllib3
-from conftest import CannedServer, in_threads, print_lines, raw_chat, raw_stream
+from conftest import CannedServer, in_threads, print_lines
 
 import llmpool
 
@@ -179,11 +180,33 @@ def _ratio(
 
 
 def _raw_chat(pm: urllib3.PoolManager, url: str) -> Callable[[], str]:
-    return raw_chat(pm, url, BODY, HEADERS)
+    def call() -> str:
+        response = pm.request("POST", url, body=BODY, headers=HEADERS)
+        data = json.loads(response.data)
+        return str(data["choices"][0]["message"]["content"])
+
+    return call
 
 
 def _raw_stream(pm: urllib3.PoolManager, url: str) -> Callable[[], str]:
-    return raw_stream(pm, url, STREAM_BODY, STREAM_HEADERS)
+    def call() -> str:
+        response = pm.request(
+            "POST", url, body=STREAM_BODY, headers=STREAM_HEADERS, preload_content=False
+        )
+        parts = []
+        buffer = b""
+        for piece in response.read_chunked():
+            buffer += piece
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: ") and line != b"data: [DONE]":
+                    choices = json.loads(line[6:])["choices"]
+                    if choices:
+                        parts.append(choices[0]["delta"].get("content") or "")
+        response.release_conn()
+        return "".join(parts)
+
+    return call
 
 
 def _llmpool_chat(client: llmpool.Client) -> Callable[[], str]:
