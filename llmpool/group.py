@@ -22,7 +22,6 @@ from llmpool.endpoints.model import Endpoint, HealthConfig, check_endpoints, che
 from llmpool.endpoints.routing import Strategy, resolve_strategy
 from llmpool.exceptions import ConfigError
 from llmpool.forking import reset_after_fork
-from llmpool.models import Request
 from llmpool.pool.connection_pool import ConnectionPool
 from llmpool.pool.interfaces import Transport
 from llmpool.providers import Provider, load_provider
@@ -30,9 +29,46 @@ from llmpool.routes import Route, make_route
 from llmpool.shared_health import SharedCooldowns
 from llmpool.state.base import StateBackend
 
-__all__ = ["EndpointGroup", "HealthChecks", "make_group"]
+__all__ = ["EndpointGroup", "HeaderSwap", "HealthChecks", "make_group"]
 
 log = logging.getLogger(__name__)
+
+
+class HeaderSwap:
+    """The change from one provider's headers (*old*) to another's (*new*),
+    applied to a request that *old* built and the call then added to.
+
+    A header the call left as *old* gave it takes *new*'s value (or goes,
+    when *new* has none); a header the call set or changed keeps the call's
+    value and spelling; *new*'s own extra headers are added unless the call
+    sent one of the same name (any case). Immutable: thread-safe."""
+
+    __slots__ = ("added", "changed", "dropped", "none", "old")
+
+    def __init__(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        #: *old*'s headers (a request built by it carries exactly these).
+        self.old = dict(old)
+        self.changed = tuple((n, v, new[n]) for n, v in old.items() if n in new and new[n] != v)
+        self.dropped = tuple((n, v) for n, v in old.items() if n not in new)
+        self.added = tuple((n, v) for n, v in new.items() if n not in old)
+        #: Nothing changes: a request for *old* goes to *new* as it is.
+        self.none = not (self.changed or self.dropped or self.added)
+
+    def apply(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """A new dict: *headers* as *new* and the call would send them."""
+        out = dict(headers)
+        for name, old, new in self.changed:
+            if out.get(name) == old:
+                out[name] = new
+        for name, old in self.dropped:
+            if out.get(name) == old:
+                del out[name]
+        if self.added:
+            lower = {name.lower() for name in out}
+            for name, value in self.added:
+                if name.lower() not in lower:
+                    out[name] = value
+        return out
 
 
 class EndpointGroup:
@@ -60,7 +96,7 @@ class EndpointGroup:
         #: Cool-downs shared with other processes (a shared state backend only).
         self.shared: SharedCooldowns | None = None
         self._serving: dict[str | None, tuple[str, ...]] = {}
-        self._headers: dict[tuple[int, bool, str], tuple[Provider, dict[str, str]]] = {}
+        self._swaps: dict[tuple[int, int, str, bool], tuple[Provider, Provider, HeaderSwap]] = {}
 
     def serving(self, model: str | None) -> tuple[str, ...]:
         """The names of the endpoints that serve *model*, in the group's order."""
@@ -71,18 +107,20 @@ class EndpointGroup:
                 self._serving[model] = names
         return names
 
-    def own_headers(self, provider: Provider, request: Request) -> dict[str, str]:
-        """The headers *provider* gives a request like *request*
-        (:meth:`Provider.request_headers`), cached per provider: a provider's
-        headers never change. Read-only: copy before changing."""
-        key = (id(provider), request.stream, request.method)
-        cached = self._headers.get(key)
-        if cached is not None and cached[0] is provider:
-            return cached[1]
-        headers = provider.request_headers(request.method, stream=request.stream)
-        if len(self._headers) < 1024:  # a benign race: two threads may store the same
-            self._headers[key] = (provider, headers)
-        return headers
+    def header_swap(self, old: Provider, new: Provider, method: str, stream: bool) -> HeaderSwap:
+        """How a *method* request's headers change from provider *old*'s to
+        *new*'s (two providers of one type), cached per pair: a provider's
+        headers never change."""
+        key = (id(old), id(new), method, stream)
+        cached = self._swaps.get(key)
+        if cached is not None and cached[0] is old and cached[1] is new:
+            return cached[2]
+        swap = HeaderSwap(
+            old.request_headers(method, stream=stream), new.request_headers(method, stream=stream)
+        )
+        if len(self._swaps) < 1024:  # a benign race: two threads may store the same
+            self._swaps[key] = (old, new, swap)
+        return swap
 
     def chain(self, model: str | None) -> Sequence[str | None]:
         """*model*, then its fallbacks."""

@@ -2,8 +2,8 @@
 
 A call with ``Client(endpoints=[...])`` travels the plain path
 (:mod:`llmpool.request_path`) up to the retry loop; there each attempt
-first asks the health book for an endpoint (:meth:`GroupPath._pick`), is
-shaped for that endpoint's provider (:class:`Shaper`), goes out through the
+first asks the health book for an endpoint (``_GroupCall.route``), is
+shaped for that endpoint's provider (``_GroupCall.shape``), goes out through the
 endpoint's route, and tells the book how it ended. A failure that names the
 endpoint (:func:`~llmpool.endpoints.outcomes.fails_over`) sends the next
 attempt to another endpoint at once, with the same Idempotency-Key and
@@ -11,7 +11,8 @@ within the same deadline; when the model's endpoints are exhausted, its
 ``fallbacks`` follow, and after a "prompt too long" 400 its
 ``context_window_fallbacks``.
 
-Thread-safe as the client is: per-call state lives in locals.
+Thread-safe as the client is: per-call state lives in a per-call
+:class:`_GroupCall`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -38,82 +39,205 @@ from llmpool.retry import Deadline
 from llmpool.routes import Rebuild, Route
 from llmpool.streaming import Stream
 
-__all__ = ["GroupPath", "Shaper"]
+__all__ = ["GroupPath"]
 
 log = logging.getLogger(__name__)
 
 
-class Shaper:
-    """The call's request as each endpoint's provider shapes it.
+_NO_PICK = Pick(None)
 
-    The request the plugins saw (built by the client's first provider, then
-    given the call's headers) goes as it is to that provider's endpoints. An
-    endpoint whose provider is of the same type gets the same body (encoded
-    once) with its own provider's headers (its own API key); another
-    provider type, or a fallback model, builds the call anew. Every endpoint
-    gets the call's own headers: ``extra_headers``, the Idempotency-Key and
-    headers a plugin added. Confined to the call's thread.
+
+class _GroupCall:
+    """One call over the group: how the call's request is shaped for each
+    endpoint, and its attempts at one model at a time (the requested one,
+    then each fallback, :meth:`start`). Confined to the call's thread.
+
+    Shaping: the request the plugins saw (built by the client's first
+    provider, then given the call's headers) goes as it is to that
+    provider's endpoints. An endpoint whose provider is of the same type
+    gets the same body (encoded once) with its own provider's headers (its
+    own API key; :class:`~llmpool.group.HeaderSwap`); another provider
+    type, or a fallback model, builds the call anew. Every endpoint gets
+    the call's own headers: ``extra_headers``, the Idempotency-Key and
+    headers a plugin added.
     """
+
+    __slots__ = (
+        "build",
+        "built",
+        "ctx",
+        "deadline",
+        "group",
+        "made",
+        "model",
+        "names",
+        "parse",
+        "path",
+        "pick",
+        "primary",
+        "request",
+        "requested",
+        "tried",
+    )
 
     def __init__(
         self,
-        *,
-        primary: Provider,
+        path: GroupPath,
+        ctx: CallContext,
+        group: EndpointGroup,
         request: Request,
         parse: Callable[..., Any],
+        *,
         built: Request,
         build: Rebuild,
-        model: str | None,
-        own: Callable[[Provider, Request], Mapping[str, str]],
+        deadline: Deadline,
     ) -> None:
-        self.own = own
-        self.primary = primary
-        self.model = model
+        self.path = path
+        self.ctx = ctx
+        self.group = group
         self.request = request
         self.parse = parse
         self.built = built
         self.build = build
-        self._extra: dict[str, str] | None = None
-        self._made: dict[tuple[int, str | None], tuple[Request, Callable[..., Any]]] = {}
+        self.deadline = deadline
+        self.primary = path._provider
+        self.requested = self.model = ctx.model
+        self.made: dict[tuple[int, str | None], tuple[Request, Callable[..., Any]]] | None = None
+        self.names: tuple[str, ...] = ()
+        #: The endpoints tried at this model so far, and the last pick.
+        self.tried: list[str] = []
+        self.pick = _NO_PICK
 
-    @property
-    def extra(self) -> dict[str, str]:
-        """The call's own headers: those the request has beyond what its
-        provider gave it (computed when another endpoint first needs them)."""
-        if self._extra is None:
-            built = self.built.headers
-            self._extra = {k: v for k, v in self.request.headers.items() if built.get(k) != v}
-        return self._extra
+    def start(self, model: str | None) -> None:
+        """Attempts at *model* from now on (none tried yet)."""
+        names = self.group.serving(model)
+        if not names:
+            raise EndpointsUnavailable(
+                f"no endpoint serves model {model!r}", model=model, endpoints={}
+            )
+        self.model = self.ctx.model = model
+        self.names = names
+        self.tried = []
+        self.pick = _NO_PICK
 
-    def shape(self, provider: Provider, model: str | None) -> tuple[Request, Callable[..., Any]]:
-        """The request for *provider* and *model*, and its parse function."""
-        if provider is self.primary and model == self.model:  # the common case, kept first
+    def fails_over(self, err: LLMPoolError) -> bool:
+        """Whether the next attempt goes to an endpoint not yet tried at this
+        model (then it does not wait for a backoff, and the retry policy's
+        statuses do not stop it: only its attempts do)."""
+        return fails_over(err) and self.group.book.has_healthy(self.names, besides=self.tried)
+
+    def shape(self, provider: Provider) -> tuple[Request, Callable[..., Any]]:
+        """The request for *provider* at the current model, and its parse function."""
+        if provider is self.primary and self.model == self.requested:  # the common case
             return self.request, self.parse
-        key = (id(provider), model)
-        made = self._made.get(key)
+        key = (id(provider), self.model)
+        made = self.made
         if made is None:
-            made = self._made[key] = self._make(provider, model)
-        return made
+            made = self.made = {}
+        shaped = made.get(key)
+        if shaped is None:
+            shaped = made[key] = self._make(provider, self.model)
+        return shaped
 
     def _make(self, provider: Provider, model: str | None) -> tuple[Request, Callable[..., Any]]:
-        parse = _rebind(self.parse, self.primary, provider)
         request = self.request
-        if (
-            parse is not None
-            and model == self.model
-            and type(provider) is type(self.primary)
-            and self.built.headers == self.own(self.primary, request)
-        ):  # a provider of this type sends exactly its headers(): swap them, keep the body
-            headers = dict(self.own(provider, request))
-            lower = {name.lower(): name for name in headers}
-            for name, value in self.extra.items():
-                old = lower.get(name.lower())
-                if old is not None and old != name:
-                    del headers[old]  # the call's spelling wins, as in merge_headers
-                headers[name] = value
-            return request.with_headers(headers), parse
-        built, parse = self.build(provider, model)
-        return built.with_headers(merge_headers(built.headers, self.extra)), parse
+        if model == self.requested and type(provider) is type(self.primary):
+            parse = _rebind(self.parse, self.primary, provider)
+            swap = self.group.header_swap(self.primary, provider, request.method, request.stream)
+            if parse is not None and self.built.headers == swap.old:
+                # a provider of this type sends exactly its headers: swap them, keep the body
+                if swap.none:  # the same headers (replicas sharing a key, or keyless)
+                    return request, parse
+                return request.with_headers(swap.apply(request.headers)), parse
+        built = self.built.headers
+        extra = {k: v for k, v in request.headers.items() if built.get(k) != v}
+        rebuilt, parse = self.build(provider, model)
+        return rebuilt.with_headers(merge_headers(rebuilt.headers, extra)), parse
+
+    def route(self, names: tuple[str, ...]) -> Route:
+        """The route of the endpoint for the next attempt among *names*
+        (counted in flight there; the pick is kept in ``self.pick``)."""
+        pick = None
+        if not self.tried and self.group.shared is None:  # a first attempt: ask at once
+            pick = self.group.book.pick(names)
+        if pick is None or pick.name is None:
+            pick = self._wait_for_pick(names)
+        name = pick.name
+        assert name is not None
+        self.tried.append(name)
+        self.pick = pick
+        route = self.group.routes[name]
+        ctx = self.ctx
+        ctx.endpoint = name
+        ctx.base_url = route.base_url
+        ctx.provider = route.provider.name
+        return route
+
+    def _wait_for_pick(self, names: tuple[str, ...]) -> Pick:
+        """A pick among *names* after a shared-state sync, one not tried at
+        this model when one can take it; waits for a cooling endpoint when
+        that fits the deadline, else raises EndpointsUnavailable."""
+        group, tried, deadline = self.group, self.tried, self.deadline
+        book = group.book
+        while True:
+            if group.shared is not None:
+                group.shared.sync(deadline.remaining())
+            pick = None
+            if tried:  # prefer an endpoint this call has not tried yet
+                fresh = [n for n in names if n not in tried]
+                if fresh:
+                    pick = book.pick(fresh)
+            if pick is None or pick.name is None:
+                pick = book.pick(names)
+            if pick.name is not None:
+                return pick
+            if not book.config.wait_for_recovery or not deadline.allows(pick.wait):
+                errors = book.last_errors(names)
+                listed = "; ".join(f"{n}: {e or 'no error yet'}" for n, e in errors.items())
+                raise EndpointsUnavailable(
+                    f"every endpoint serving {self.model!r} is cooling down ({listed})",
+                    model=self.model,
+                    endpoints=errors,
+                )
+            log.debug("call %d: every endpoint cooling; waiting %.3fs", self.ctx.call_id, pick.wait)
+            self.path._sleep(pick.wait)
+
+    def attempt(self, timeout: float | None) -> tuple[Any, int]:
+        """One attempt of a JSON call at the endpoint the book picks."""
+        route = self.route(self.names)
+        pick = self.pick
+        probe = pick.probe
+        name = pick.name or ""
+        book = self.group.book
+        ctx = self.ctx
+        started = time.monotonic()
+        try:
+            provider = route.provider
+            if provider is self.primary and self.model == self.requested:  # as shape() does
+                request, parse = self.request, self.parse
+            else:
+                request, parse = self.shape(provider)
+            result, received = self.path._send_once(
+                ctx, route, request, parse, timeout, deadline=self.deadline.expires_at
+            )
+        except LLMPoolError as err:
+            book.record(name, outcome_of(err), probe=probe)
+            raise
+        except BaseException:
+            book.release(name, probe=probe)  # not the endpoint's doing
+            raise
+        headers_at = ctx.headers_at or started  # set by the exchange just made
+        if probe:
+            book.record(name, Outcome(ok=True, latency=headers_at - started), probe=True)
+        else:
+            book.record_ok(name, headers_at - started, headers_at)
+        if isinstance(result, _TAGGED):  # built just now by the parser, held by nobody
+            object.__setattr__(result, "endpoint", name)  # else: set its frozen field in place
+        return result, received
+
+
+#: The result types that say which endpoint answered.
+_TAGGED = (ChatCompletion, Embeddings)
 
 
 def _rebind(parse: Callable[..., Any], old: Provider, new: Provider) -> Callable[..., Any] | None:
@@ -153,56 +277,6 @@ class _Lease:
         self.then(ctx, request, received, error)
 
 
-def _tagged(result: Any, endpoint: str | None) -> Any:
-    """*result* marked with the endpoint that answered, when its type has the field.
-
-    The result was just built by the provider's parser and nobody else holds
-    it yet, so its (frozen) field is set in place rather than copied."""
-    if isinstance(result, (ChatCompletion, Embeddings)):
-        object.__setattr__(result, "endpoint", endpoint)
-    return result
-
-
-_NO_PICK = Pick(None)
-
-
-class _ModelRun:
-    """The attempts of one call at one model (the requested one or a
-    fallback): where it may go, where it went, its deadline. Confined to the
-    call's thread."""
-
-    __slots__ = ("ctx", "deadline", "group", "model", "names", "pick", "shaper", "tried")
-
-    def __init__(
-        self,
-        ctx: CallContext,
-        group: EndpointGroup,
-        shaper: Shaper,
-        model: str | None,
-        deadline: Deadline,
-    ) -> None:
-        names = group.serving(model)
-        if not names:
-            raise EndpointsUnavailable(
-                f"no endpoint serves model {model!r}", model=model, endpoints={}
-            )
-        self.ctx = ctx
-        self.group = group
-        self.shaper = shaper
-        self.model = model
-        self.deadline = deadline
-        self.names = names
-        #: The endpoints tried so far, and the last pick.
-        self.tried: list[str] = []
-        self.pick = _NO_PICK
-
-    def fails_over(self, err: LLMPoolError) -> bool:
-        """Whether the next attempt goes to an endpoint not yet tried in this
-        call (then it does not wait for a backoff, and the retry policy's
-        statuses do not stop it: only its attempts do)."""
-        return fails_over(err) and self.group.book.has_healthy(self.names, besides=self.tried)
-
-
 class GroupPath(RequestPath):
     """The group's steps, for :class:`~llmpool.Client` (inherited)."""
 
@@ -221,28 +295,24 @@ class GroupPath(RequestPath):
         """The call over the group: ``(result, bytes received)``, or a Stream."""
         group = self._group
         assert group is not None
-        shaper = Shaper(
-            primary=self._provider,
-            request=request,
-            parse=parse,
-            built=built,
-            build=build,
-            model=ctx.model,
-            own=group.own_headers,
+        call = _GroupCall(
+            self, ctx, group, request, parse, built=built, build=build, deadline=attempts.deadline
         )
-        models = group.chain(ctx.model)
+        model = ctx.model
+        models: Sequence[str | None] = ()  # the model's fallbacks, looked up after a failure
         index = 0
         while True:
-            model = models[index]
             try:
-                run = _ModelRun(ctx, group, shaper, model, attempts.deadline)
-                attempts.failover = run.fails_over
+                call.start(model)
+                attempts.failover = call.fails_over
                 if request.stream:
-                    return self._group_stream(run, attempts)
-                return attempts.run(functools.partial(self._group_attempt, run))
+                    return self._group_stream(call, attempts)
+                return attempts.run(call.attempt)
             except LLMPoolError as err:
                 if isinstance(err, DeadlineExceeded):
                     raise
+                if not models:
+                    models = group.chain(call.requested)
                 if is_context_window_error(err) and group.context_fallbacks.get(model or ""):
                     models = [*models[: index + 1], *group.context_fallbacks[model or ""]]
                 elif not fails_over(err):
@@ -257,86 +327,26 @@ class GroupPath(RequestPath):
                     type(err).__name__,
                     models[index],
                 )
+                model = models[index]
                 attempts = attempts.fresh()
 
-    def _pick(self, run: _ModelRun, names: tuple[str, ...]) -> Route:
-        """The route of the endpoint for the next attempt among *names*, one
-        not tried in this call when one can take it (counted in flight; the
-        pick is kept in *run*); waits for a cooling endpoint when that fits
-        the deadline, else raises EndpointsUnavailable."""
-        group, tried, deadline = run.group, run.tried, run.deadline
-        book = group.book
-        while True:
-            if group.shared is not None:
-                group.shared.sync(deadline.remaining())
-            pick = None
-            if tried:  # prefer an endpoint this call has not tried yet
-                fresh = [n for n in names if n not in tried]
-                if fresh:
-                    pick = book.pick(fresh)
-            if pick is None or pick.name is None:
-                pick = book.pick(names)
-            name = pick.name
-            if name is not None:
-                tried.append(name)
-                run.pick = pick
-                route = group.routes[name]
-                ctx = run.ctx
-                ctx.endpoint = name
-                ctx.base_url = route.base_url
-                ctx.provider = route.provider.name
-                ctx.model = run.model
-                return route
-            if not book.config.wait_for_recovery or not deadline.allows(pick.wait):
-                errors = book.last_errors(names)
-                listed = "; ".join(f"{n}: {e or 'no error yet'}" for n, e in errors.items())
-                raise EndpointsUnavailable(
-                    f"every endpoint serving {run.model!r} is cooling down ({listed})",
-                    model=run.model,
-                    endpoints=errors,
-                )
-            log.debug("call %d: every endpoint cooling; waiting %.3fs", run.ctx.call_id, pick.wait)
-            self._sleep(pick.wait)
-
-    def _group_attempt(self, run: _ModelRun, timeout: float | None) -> tuple[Any, int]:
-        """One attempt of a JSON call at the endpoint the book picks."""
-        route = self._pick(run, run.names)
-        probe = run.pick.probe
-        name = route.name or ""
-        book = run.group.book
-        started = time.monotonic()
-        try:
-            request, parse = run.shaper.shape(route.provider, run.model)
-            result, received = self._send_once(
-                run.ctx, route, request, parse, timeout, deadline=run.deadline.expires_at
-            )
-        except LLMPoolError as err:
-            book.record(name, outcome_of(err), probe=probe)
-            raise
-        except BaseException:
-            book.release(name, probe=probe)  # not the endpoint's doing
-            raise
-        headers_at = run.ctx.headers_at or started  # set by the exchange just made
-        book.record_ok(name, headers_at - started, headers_at, probe=probe)
-        return _tagged(result, name), received
-
-    def _group_stream(self, run: _ModelRun, attempts: Attempts) -> Stream:
+    def _group_stream(self, call: _GroupCall, attempts: Attempts) -> Stream:
         """Open a stream at a picked endpoint; before any chunk, a failure
         reopens it at another endpoint of the same provider kind."""
-        group = run.group
+        group = call.group
         lease = _Lease(group, self._stream_done)
-        expires_at = run.deadline.expires_at
+        expires_at = call.deadline.expires_at
 
         def open_attempt(timeout: float | None) -> HTTPResponse:
-            names = run.names
+            names = call.names
             if lease.kind is not None:  # a reopen keeps the parser's provider kind
                 names = tuple(n for n in names if group.routes[n].provider.name == lease.kind)
-            route = self._pick(run, names)
-            probe = run.pick.probe
+            route = call.route(names)
+            probe = call.pick.probe
             started = time.monotonic()
             try:
-                request, _ = run.shaper.shape(route.provider, run.model)
-                response = self._open_response(run.ctx, route, request, timeout, expires_at)
+                request, _ = call.shape(route.provider)
+                response = self._open_response(call.ctx, route, request, timeout, expires_at)
             except LLMPoolError as err:
                 group.book.record(route.name or "", outcome_of(err), probe=probe)
                 raise
@@ -344,7 +354,7 @@ class GroupPath(RequestPath):
                 group.book.release(route.name or "", probe=probe)
                 raise
             lease.name, lease.probe = route.name, probe
-            lease.latency = (run.ctx.headers_at or started) - started
+            lease.latency = (call.ctx.headers_at or started) - started
             lease.kind = route.provider.name
             return response
 
@@ -355,9 +365,9 @@ class GroupPath(RequestPath):
             return attempts.reopen(err, attempt=open_attempt)
 
         route = group.routes[lease.name or ""]
-        request, _ = run.shaper.shape(route.provider, run.model)
+        request, _ = call.shape(route.provider)
         return Stream(
-            ctx=run.ctx,
+            ctx=call.ctx,
             request=request,
             provider=route.provider,
             response=response,

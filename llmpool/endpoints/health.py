@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from llmpool.endpoints.model import Endpoint, HealthConfig
-from llmpool.endpoints.routing import EndpointView, KeyedStrategy, Strategy
+from llmpool.endpoints.routing import EndpointView, KeyedStrategy, Strategy, default
 from llmpool.endpoints.window import Window
 from llmpool.forking import renew_lock, reset_after_fork
 
@@ -105,7 +105,9 @@ class _Record:
         "last_error",
         "latency",
         "name",
+        "pick",
         "probing",
+        "rank_latency",
         "routed",
         "share",
         "state",
@@ -133,6 +135,10 @@ class _Record:
         self.failures = 0
         self.cooldowns = 0
         self.latency: float | None = None
+        #: ``latency``, or -1.0 while unmeasured (what the built-in strategies sort by).
+        self.rank_latency = -1.0
+        #: The Pick that sends an ordinary (not probe) call here (immutable, shared).
+        self.pick = Pick(self.name)
         self.last_error: str | None = None
         self.failing = False
 
@@ -155,15 +161,21 @@ class HealthBook:
         on_change: Callable[[StateChange], None] | None = None,
     ) -> None:
         self.config = config
+        self._alpha = config.latency_alpha
         self.strategy = strategy
         self.clock = clock
         self.on_change = on_change
         # Guards every _Record (microseconds; never across I/O or a callback).
         self._lock = threading.Lock()
         self._records = {e.name: _Record(e) for e in endpoints}
+        #: How many records are not healthy (0: a pick takes the short way).
+        self._unhealthy = 0
+        #: The records of each tuple of names picked from (as routing hands them).
+        self._candidates: dict[tuple[str, ...], list[_Record]] = {}
         self._key: Callable[[Any], Any] | None = (
-            strategy.key if isinstance(strategy, KeyedStrategy) else None
+            strategy.record_key if isinstance(strategy, KeyedStrategy) else None
         )
+        self._default = strategy is default
         reset_after_fork(self, renew_lock)  # a parent thread may have held it
 
     @property
@@ -176,6 +188,35 @@ class HealthBook:
         and count the call in flight there; or say how long until one may
         take it. A half-open endpoint whose probe is not out yet is chosen
         first, as the probe."""
+        with self._lock:
+            if not self._unhealthy and self._key is not None:  # the common case
+                candidates = self._candidates.get(names) if isinstance(names, tuple) else None
+                if candidates is None:
+                    records = self._records
+                    candidates = [records[n] for n in names]
+                    if isinstance(names, tuple) and len(self._candidates) < 1024:
+                        self._candidates[names] = candidates
+                if len(candidates) == 1:
+                    chosen = candidates[0]
+                elif self._default:  # the default strategy's key, inline (half min()'s time)
+                    chosen = candidates[0]
+                    best = (chosen.in_flight, chosen.failing, chosen.rank_latency)
+                    for record in candidates:
+                        rank = (record.in_flight, record.failing, record.rank_latency)
+                        if rank < best:
+                            chosen, best = record, rank
+                else:
+                    chosen = min(candidates, key=self._key)
+                chosen.in_flight += 1
+                chosen.routed += 1
+                chosen.share += 1
+                return chosen.pick
+        return self._pick_among_unhealthy(names)
+
+    def _pick_among_unhealthy(self, names: Sequence[str]) -> Pick:
+        """:meth:`pick` when some endpoint is not healthy (or the strategy is
+        not keyed): half-open probes first, then the strategy among the
+        healthy, else the wait until the first cool-down ends."""
         changes: list[StateChange] | None = None
         records = self._records
         with self._lock:
@@ -215,7 +256,7 @@ class HealthBook:
             chosen.share += 1
         if changes:
             self._report(changes)
-        return Pick(chosen.name, 0.0, probe)
+        return Pick(chosen.name, 0.0, True) if probe else chosen.pick
 
     def _choose(self, healthy: list[_Record]) -> _Record:
         """A strategy's choice among *healthy* through views (under the lock)."""
@@ -272,25 +313,27 @@ class HealthBook:
             if probe:
                 record.probing = False
 
-    def record_ok(
-        self, name: str, latency: float, now: float | None = None, *, probe: bool = False
-    ) -> None:
-        """The attempt picked at *name* succeeded in *latency* seconds, at
-        *now* (the book's clock; read when None): the common case of
-        :meth:`record`, without building an Outcome."""
-        if probe:
-            self.record(name, Outcome(ok=True, latency=latency), probe=True)
-            return
+    def record_ok(self, name: str, latency: float, now: float | None = None) -> None:
+        """The ordinary (not probe) attempt picked at *name* succeeded in
+        *latency* seconds, at *now* (the book's clock; read when None): the
+        common case of :meth:`record`, without building an Outcome."""
         with self._lock:
             record = self._records[name]
-            record.in_flight = max(0, record.in_flight - 1)
+            if record.in_flight:
+                record.in_flight -= 1
             old = record.latency
-            record.latency = (
-                latency if old is None else old + self.config.latency_alpha * (latency - old)
+            record.latency = record.rank_latency = (
+                latency if old is None else old + self._alpha * (latency - old)
             )
             record.failing = False
             record.consecutive = 0
-            record.window.add(self.clock() if now is None else now, True)
+            if now is None:
+                now = self.clock()
+            buckets = record.window.buckets
+            if buckets and buckets[-1][0] == int(now):  # this second's bucket (Window.add)
+                buckets[-1][1] += 1
+            else:
+                record.window.add(now, True)
 
     def _count(
         self, record: _Record, outcome: Outcome, changes: list[StateChange], *, probe: bool
@@ -301,7 +344,7 @@ class HealthBook:
         if outcome.latency is not None:
             old = record.latency
             alpha = config.latency_alpha
-            record.latency = (
+            record.latency = record.rank_latency = (
                 outcome.latency if old is None else old + alpha * (outcome.latency - old)
             )
         if probe:
@@ -314,6 +357,7 @@ class HealthBook:
             record.window.add(now, True)
             if probe and record.state == HALF_OPEN:
                 record.state, record.streak = HEALTHY, 0
+                self._unhealthy -= 1
                 record.window.clear()
                 self._rejoin(record)
                 name = record.endpoint.name
@@ -368,6 +412,8 @@ class HealthBook:
         if retry_after is not None:
             seconds = max(seconds, retry_after)
         old = record.state
+        if old == HEALTHY:
+            self._unhealthy += 1
         record.state = COOLING
         record.until = max(record.until, now + seconds)
         record.streak += 1
@@ -388,6 +434,8 @@ class HealthBook:
                 return False
             old, record.until = record.state, until
             if old != COOLING:
+                if old == HEALTHY:
+                    self._unhealthy += 1
                 record.state = COOLING
                 record.probing = False
                 changes.append(StateChange(name, old, COOLING, reason, until - now))

@@ -274,3 +274,34 @@ def test_release_frees_an_endpoint_without_judging_it() -> None:
     again = book.pick(["a"])
     assert again.name == "a" and again.probe  # a probe may go out again
     assert book.stats()["a"]["failures"] == 1 and book.stats()["a"]["state"] == "half_open"
+
+
+def test_the_short_way_is_taken_only_while_every_endpoint_is_healthy() -> None:
+    """The book's count of unhealthy endpoints follows every change of state
+    (cool-down, shared cool-down, half-open, probe passed), so a pick takes
+    the short way exactly when every endpoint is healthy and still chooses
+    as the full way would."""
+    book, clock, _ = book_of(("a", "b", "c"), consecutive_failures=1, cooldown=1.0)
+
+    def unhealthy() -> int:
+        return sum(r.state != HEALTHY for r in book._records.values())
+
+    names = ("a", "b", "c")
+    steps = [
+        lambda: book.record(book.pick(names).name or "", REFUSED),
+        lambda: book.cool_until("b", clock.now + 2.0, "shared"),
+        lambda: book.cool_until("a", clock.now + 3.0, "shared"),  # a cooling one, extended
+        lambda: setattr(clock, "now", clock.now + 5.0),
+    ]
+    for step in steps:
+        step()
+        assert book._unhealthy == unhealthy()
+    for _ in range(6):  # probes pass, one endpoint at a time
+        pick = book.pick(names)
+        assert pick.name is not None
+        book.record(pick.name, OK, probe=pick.probe)
+        assert book._unhealthy == unhealthy()
+    assert unhealthy() == 0
+    assert all(r.in_flight == 0 for r in book._records.values())
+    pick = book.pick(names)  # the short way again: the cached pick of a healthy endpoint
+    assert pick is book._records[pick.name or ""].pick and not pick.probe
