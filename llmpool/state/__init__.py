@@ -15,7 +15,7 @@ from typing import Any
 from llmpool.exceptions import ConfigError
 from llmpool.state.base import Admission, ErrorLog, RateLimits, StateBackend
 from llmpool.state.config import StateConfig
-from llmpool.state.keys import cache_digest, credential_scope, key_part
+from llmpool.state.keys import CredentialScopes, cache_digest, credential_scope, key_part
 from llmpool.state.memory import MemoryBackend
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "MemoryBackend",
     "RateLimits",
     "StateBackend",
+    "CredentialScopes",
     "StateConfig",
     "cache_digest",
     "credential_scope",

@@ -14,7 +14,7 @@ from typing import Any
 
 from llmpool.redaction import is_secret_header
 
-__all__ = ["cache_digest", "credential_scope", "key_part"]
+__all__ = ["CredentialScopes", "cache_digest", "credential_scope", "key_part"]
 
 #: Characters a key part keeps as they are (anything else is hashed).
 _SAFE = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}")
@@ -29,6 +29,38 @@ def credential_scope(headers: Mapping[str, str], base_url: str | None = None) ->
         value = next(v for k, v in headers.items() if k.lower() == name)
         h.update(b"\0" + name.encode("latin-1") + b"\0" + value.encode("latin-1"))
     return h.hexdigest()[:24]
+
+
+class CredentialScopes:
+    """:func:`credential_scope` remembered: which headers hold credentials,
+    per tuple of header names, and each scope, per base URL and credential
+    values. A request's other headers (its Idempotency-Key above all) change
+    with every call and would defeat a cache keyed by all headers.
+
+    Holds credential values in memory only as the requests themselves do;
+    each table is emptied when it reaches *size* entries. Thread-safe:
+    plain dict reads and writes under the GIL (two threads may compute the
+    same entry)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._secret: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._scopes: dict[tuple[str | None, tuple[str, ...]], str] = {}
+
+    def __call__(self, headers: Mapping[str, str], base_url: str | None = None) -> str:
+        names = tuple(headers)
+        secret = self._secret.get(names)
+        if secret is None:
+            if len(self._secret) >= self.size:
+                self._secret = {}
+            secret = self._secret[names] = tuple(n for n in names if is_secret_header(n))
+        key = (base_url, tuple(headers[n] for n in secret))
+        scope = self._scopes.get(key)
+        if scope is None:
+            if len(self._scopes) >= self.size:
+                self._scopes = {}
+            scope = self._scopes[key] = credential_scope(headers, base_url)
+        return scope
 
 
 def key_part(text: str) -> str:

@@ -120,14 +120,16 @@ def test_each_api_key_and_base_url_spends_its_own_budget() -> None:
     def call(key: str, base_url: str = "http://a/v1") -> None:
         ctx = CallContext(operation="chat", model="m", base_url=base_url)
         request = Request(method="POST", path="/chat/completions", payload={})
-        manager.before_request(ctx, request.replace(headers={"Authorization": f"Bearer {key}"}))
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": f"k{ctx.call_id}"}
+        manager.before_request(ctx, request.replace(headers=headers))
 
     call("sk-one")
     with pytest.raises(RateLimitExceeded):
         call("sk-one")
     call("sk-two")
     call("sk-one", "http://b/v1")
-    assert len(plugin._scopes) == 3 and not any("sk-" in s for s in plugin._scopes.values())
+    scopes = plugin._scopes._scopes  # one per credentials, whatever the Idempotency-Key
+    assert len(scopes) == 3 and not any("sk-" in s for s in scopes.values())
 
 
 def test_a_window_scales_the_per_minute_budget() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -31,7 +31,13 @@ from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext, level_name
 from llmpool.plugins.builtin import cache_codec
 from llmpool.plugins.builtin._settings import read_settings
-from llmpool.state import MemoryBackend, StateBackend, cache_digest, credential_scope
+from llmpool.state import (
+    CredentialScopes,
+    MemoryBackend,
+    StateBackend,
+    cache_digest,
+    credential_scope,
+)
 from llmpool.validators import boolean, optional, positive_int, positive_number
 
 __all__ = ["CachePlugin", "CacheSettings", "cache_key"]
@@ -71,10 +77,16 @@ class CacheSettings:
     clear_on: tuple[str, ...] = attrs.field(default=CLEAR_ON, converter=_level_names)
 
 
-def cache_key(provider: str, request: Request, base_url: str | None = None) -> str:
+def cache_key(
+    provider: str,
+    request: Request,
+    base_url: str | None = None,
+    scopes: Callable[[Mapping[str, str], str | None], str] = credential_scope,
+) -> str:
     """The cache key of *request* (a hex digest): provider, credential scope
-    (*base_url* and the credential headers), path and canonical JSON payload."""
-    scope = credential_scope(request.headers, base_url)
+    (*base_url* and the credential headers, digested by *scopes*), path and
+    canonical JSON payload."""
+    scope = scopes(request.headers, base_url)
     return cache_digest(provider, scope, request.path, request.payload)
 
 
@@ -106,6 +118,8 @@ class CachePlugin(LLMPlugin):
         self._lock = threading.Lock()
         reset_after_fork(self, renew_lock)
         self._store: StateBackend = self._local()
+        # credential scopes, computed once per base URL and credentials
+        self._scopes = CredentialScopes()
         self._hits = self._misses = self._stores = 0
         self._too_large = self._backend_errors = self._undecodable = 0
 
@@ -138,7 +152,7 @@ class CachePlugin(LLMPlugin):
     def before_request(self, ctx: CallContext, request: Request) -> Any:
         if not self._cacheable(ctx, request):
             return None
-        key = cache_key(ctx.provider, request, ctx.base_url)
+        key = cache_key(ctx.provider, request, ctx.base_url, self._scopes)
         ctx.state[self.name] = key
         try:
             found = self._store.cache_get(key, timeout=_time_left(ctx))

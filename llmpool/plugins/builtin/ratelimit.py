@@ -33,7 +33,13 @@ from llmpool.forking import renew_lock, reset_after_fork
 from llmpool.models import CallContext, Request
 from llmpool.plugins.base import LLMPlugin, PluginContext
 from llmpool.plugins.builtin._settings import read_settings
-from llmpool.state import MemoryBackend, RateLimits, StateBackend, credential_scope
+from llmpool.state import (
+    CredentialScopes,
+    MemoryBackend,
+    RateLimits,
+    StateBackend,
+    credential_scope,
+)
 from llmpool.validators import (
     non_negative_int,
     non_negative_number,
@@ -129,8 +135,8 @@ class RateLimitPlugin(LLMPlugin):
             ("admitted", "waits", "rejected", "backend_errors", "allowed_on_error", "denied"), 0
         )
         self._waited = 0.0
-        # (base URL, model, headers) -> scope; swapped for an empty one when full
-        self._scopes: dict[tuple[Any, ...], str] = {}
+        # credential scopes, computed once per base URL and credentials
+        self._scopes = CredentialScopes(MAX_SCOPE_DIGESTS)
 
     def setup(self, context: PluginContext) -> None:
         self.settings = read_settings(RateLimitSettings, self.name, context.settings)
@@ -143,18 +149,10 @@ class RateLimitPlugin(LLMPlugin):
 
     def _scope(self, ctx: CallContext, request: Request) -> str:
         """The window's name: the scope (settings, else a digest of the base URL
-        and credentials) and the model. Digests are kept per (base URL, model,
-        headers): computing one costs about half of an in-process admission."""
+        and credentials) and the model."""
         if self.settings.scope:
             return f"{self.settings.scope}/{ctx.model or ''}"
-        key = (ctx.base_url, ctx.model, tuple(request.headers.items()))
-        scope = self._scopes.get(key)
-        if scope is None:
-            if len(self._scopes) >= MAX_SCOPE_DIGESTS:
-                self._scopes = {}
-            scope = f"{credential_scope(request.headers, ctx.base_url)}/{ctx.model or ''}"
-            self._scopes[key] = scope
-        return scope
+        return f"{self._scopes(request.headers, ctx.base_url)}/{ctx.model or ''}"
 
     def before_request(self, ctx: CallContext, request: Request) -> None:
         scope = self._scope(ctx, request)
