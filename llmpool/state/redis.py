@@ -124,6 +124,8 @@ class RedisBackend(StateBackend):
         self._lock = threading.Lock()
         self._deferred: dict[str, list[tuple[str, int]]] = {}
         self._round_trips = self._script_loads = self._reconnects = 0
+        #: Requests sent without waiting, and those whose link closed before their reply.
+        self._posted = self._unconfirmed = 0
         self._deferred_total = self._deferred_dropped = 0
         self._closed = False
         reset_after_fork(self, "_after_fork")
@@ -159,7 +161,7 @@ class RedisBackend(StateBackend):
                 link, reused = self._connect(), False
             started = time.monotonic()
             try:
-                reply = _exchange(link, payload, limit)
+                reply = self._exchange(link, payload, limit)
             except ConnectionError:
                 left = limit - (time.monotonic() - started)
                 if not reused or left <= 0:
@@ -169,20 +171,71 @@ class RedisBackend(StateBackend):
                 link = self._connect()
                 with self._lock:
                     self._reconnects += 1
-                reply = _exchange(link, payload, left)
+                reply = self._exchange(link, payload, left)
         except _FAILURES as exc:
             raise self._errors.record(operation, exc, self._where) from exc
         with self._lock:
             self._round_trips += 1
+        self._late(link)
         if isinstance(reply, resp.ReplyError) and reply.code != "NOSCRIPT":
             link.close()  # a READONLY replica after a failover: start afresh
-            error = _REPLY_ERRORS.get(reply.code, redis.exceptions.ResponseError)(str(reply))
-            raise self._errors.record(operation, error, self._where)
+            raise self._errors.record(operation, _reply_error(reply), self._where)
+        self._give_back(link)
+        return reply
+
+    def _post(self, operation: str, timeout: float | None, payload: bytes) -> None:
+        """Send one request without waiting for its reply: the link's next
+        request reads it (an error reply is then recorded). A failure to
+        send is raised as a StateBackendError."""
+        limit = self.config.timeout if timeout is None else min(timeout, self.config.timeout)
+        if limit <= 0:
+            raise self._errors.record(operation, TimeoutError("no time left"), self._where)
+        try:
+            try:
+                link = self._free.pop()
+            except IndexError:
+                link = self._connect()
+            self._exchange(link, payload, limit, wait=False)
+        except _FAILURES as exc:
+            raise self._errors.record(operation, exc, self._where) from exc
+        with self._lock:
+            self._posted += 1
+        self._give_back(link)
+
+    def _exchange(self, link: resp.Link, payload: bytes, limit: float, *, wait: bool = True) -> Any:
+        """*link*'s reply to *payload* (with *wait* False: sent only, the reply
+        read by the link's next request); on any failure the link is dropped
+        (a half-read reply or a dead socket: that connection is done)."""
+        try:
+            if wait:
+                return link.request(payload, limit)
+            link.send(payload, limit)
+            return None
+        except BaseException:
+            self._drop(link)
+            raise
+
+    def _late(self, link: resp.Link) -> None:
+        """Record the error replies to requests *link* sent without waiting."""
+        if link.late_errors:
+            for late in link.late_errors:
+                self._errors.record("reconcile", _reply_error(late), self._where)
+            link.late_errors.clear()
+
+    def _give_back(self, link: resp.Link) -> None:
+        """Keep *link* for reuse, or close it (closing, or enough kept)."""
         if self._closed or len(self._free) >= MAX_IDLE:
-            link.close()
+            self._drop(link)
         else:
             self._free.append(link)
-        return reply
+
+    def _drop(self, link: resp.Link) -> None:
+        """Close *link*; requests sent on it without waiting stay unconfirmed."""
+        if link.pending:
+            with self._lock:
+                self._unconfirmed += link.pending
+            link.pending = 0
+        link.close()
 
     def _script(
         self,
@@ -276,10 +329,16 @@ class RedisBackend(StateBackend):
         reserved = int(ticket.rpartition(":")[2] or 0)
         if tokens < reserved:
             self._defer(scope, [(ticket, tokens)])
-        elif tokens > reserved:
+        elif tokens > reserved:  # sent now, its reply read later: the call waits for nothing
             deferred = self._take(scope)
+            pairs = [*deferred, (ticket, tokens)]
+            args: list[Any] = [item for pair in pairs for item in pair]
+            _, by_text = self._calls[scripts.RECONCILE]
+            count, keys = self._keys_packed(scope)
+            # by its text, not its SHA: a NOSCRIPT reply read later could not be answered
+            payload = b"*%d\r\n" % (3 + count + len(args)) + by_text + keys + resp.append(args)
             try:
-                self._send_deferred(scope, [*deferred, (ticket, tokens)], timeout)
+                self._post("reconcile", timeout, payload)
             except BaseException:
                 if deferred:
                     self._defer(scope, deferred)
@@ -352,6 +411,8 @@ class RedisBackend(StateBackend):
                 "round_trips": self._round_trips,
                 "script_loads": self._script_loads,
                 "reconnects": self._reconnects,
+                "sent_without_waiting": self._posted,
+                "unconfirmed": self._unconfirmed,
                 "deferred_reconciles": self._deferred_total,
                 "deferred_pending": sum(len(q) for q in self._deferred.values()),
                 "deferred_dropped": self._deferred_dropped,
@@ -375,17 +436,19 @@ class RedisBackend(StateBackend):
             pass  # counted by the error log; the tokens come back when they leave the window
         self._closed = True
         while self._free:
-            self._free.pop().close()
+            link = self._free.pop()
+            if link.pending:  # read the replies to what it sent without waiting
+                try:
+                    self._exchange(link, resp.command(b"PING"), self.config.timeout)
+                    self._late(link)
+                except _FAILURES:
+                    continue  # dropped: its requests stay unconfirmed
+            link.close()
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._where} prefix={self.prefix!r}>"
 
 
-def _exchange(link: resp.Link, payload: bytes, limit: float) -> Any:
-    """*link*'s reply to *payload*; on any failure the link is closed (a
-    half-read reply or a dead socket: that connection is done)."""
-    try:
-        return link.request(payload, limit)
-    except BaseException:
-        link.close()
-        raise
+def _reply_error(reply: resp.ReplyError) -> Exception:
+    """An error reply as redis-py would raise it."""
+    return _REPLY_ERRORS.get(reply.code, redis.exceptions.ResponseError)(str(reply))

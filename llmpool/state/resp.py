@@ -103,41 +103,72 @@ def parse(buf: bytes, pos: int = 0) -> tuple[Any, int]:
 
 class Link:
     """One connection to Redis: a connected socket (and what owns it, to close
-    it), its current timeout, and one request at a time.
+    it), its current timeout, bytes read past the last reply, and requests
+    sent without waiting whose replies are still to be read.
 
     Not thread-safe: the backend lends each link to one thread at a time.
     """
 
-    __slots__ = ("owner", "sock", "timeout")
+    __slots__ = ("buf", "late_errors", "owner", "pending", "sock", "timeout")
 
     def __init__(self, sock: socket.socket, owner: Any, timeout: float | None) -> None:
         self.sock = sock
         #: What closes the socket (a redis-py connection: ``disconnect()``).
         self.owner = owner
         self.timeout = timeout
+        self.buf = b""
+        #: Requests sent by :meth:`send` whose replies are not read yet.
+        self.pending = 0
+        #: Error replies to those requests, as they were read (the caller empties it).
+        self.late_errors: list[ReplyError] = []
+
+    def send(self, payload: bytes, limit: float) -> None:
+        """Send *payload* without waiting for its reply (read, in order, by
+        the next :meth:`request`; an error reply lands in ``late_errors``)."""
+        self._settimeout(limit)
+        self.sock.sendall(payload)
+        self.pending += 1
 
     def request(self, payload: bytes, limit: float) -> Any:
         """Send *payload*, return its reply, all within *limit* seconds
-        (``TimeoutError``/``OSError`` otherwise; the link is then unusable)."""
-        sock = self.sock
+        (``TimeoutError``/``OSError`` otherwise; the link is then unusable).
+        Replies to requests sent earlier by :meth:`send` are read first."""
+        self._settimeout(limit)
+        self.sock.sendall(payload)
+        if not self.pending:
+            return self._reply(limit)
+        deadline = time.monotonic() + limit
+        while self.pending:
+            late = self._reply(max(deadline - time.monotonic(), 0.0))
+            self.pending -= 1
+            if isinstance(late, ReplyError):
+                self.late_errors.append(late)
+        return self._reply(max(deadline - time.monotonic(), 0.0))
+
+    def _settimeout(self, limit: float) -> None:
         if limit != self.timeout:
-            sock.settimeout(limit)
+            self.sock.settimeout(limit)
             self.timeout = limit
-        sock.sendall(payload)
-        data = sock.recv(READ_SIZE)
+
+    def _reply(self, limit: float) -> Any:
+        """The next reply, from the bytes already read and the socket."""
+        data = self.buf or self.sock.recv(READ_SIZE)
+        if not data:
+            raise ConnectionError("Redis closed the connection")
         try:
-            return parse(data)[0]
+            value, end = parse(data)
         except _Incomplete as more:
-            return self._rest(data, more.args[0], time.monotonic() + limit)
+            value, data, end = self._rest(data, more.args[0], time.monotonic() + limit)
         except (ValueError, IndexError) as exc:
             raise ProtocolError(str(exc)) from exc
+        self.buf = data[end:] if end < len(data) else b""
+        return value
 
-    def _rest(self, data: bytes, need: int, deadline: float) -> Any:
-        """Read until the reply begun in *data* (at least *need* bytes) is whole."""
+    def _rest(self, data: bytes, need: int, deadline: float) -> tuple[Any, bytes, int]:
+        """Read until the reply begun in *data* (at least *need* bytes) is
+        whole: ``(value, the bytes read, where the reply ends in them)``."""
         chunks, have = [data], len(data)
         while True:
-            if not data:
-                raise ConnectionError("Redis closed the connection")
             while have < need:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -151,11 +182,13 @@ class Link:
                 have += len(data)
             joined = b"".join(chunks)
             try:
-                return parse(joined)[0]
+                value, end = parse(joined)
             except _Incomplete as more:
                 chunks, need = [joined], more.args[0]
             except (ValueError, IndexError) as exc:
                 raise ProtocolError(str(exc)) from exc
+            else:
+                return value, joined, end
 
     def close(self) -> None:
         """Close the connection (idempotent; never raises)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,3 +180,50 @@ def print_lines(request: pytest.FixtureRequest, lines: list[str]) -> None:
         reporter.write_line("")
         for line in lines:
             reporter.write_line(line)
+
+
+class Interleaved:
+    """Runs and times one round of the other row's work before each measured round."""
+
+    def __init__(self, other: Callable[[], object] | None) -> None:
+        self.other = other
+        self.times: list[float] = []
+
+    def __call__(self) -> None:
+        if self.other is None:
+            return
+        started = time.perf_counter()
+        self.other()
+        self.times.append(time.perf_counter() - started)
+
+
+def measure_interleaved(
+    results: dict[str, dict[str, dict[str, float]]],
+    benchmark: Any,
+    row: str,
+    run: Callable[[], object],
+    other: Callable[[], object] | None,
+    rounds: int,
+) -> None:
+    """Benchmark *run*; with *other*, interleave one round of it before each
+    round (both see the same machine load). Records the median seconds per
+    round, and the other's (``interleaved_median``), in
+    ``results[group][row]``."""
+    interleaved = Interleaved(other)
+    benchmark.pedantic(run, setup=interleaved, rounds=rounds, warmup_rounds=max(1, rounds // 10))
+    if benchmark.stats is None:  # --benchmark-disable
+        return
+    entry = {"median": benchmark.stats.stats.median}
+    if interleaved.times:
+        entry["interleaved_median"] = statistics.median(interleaved.times)
+    results.setdefault(benchmark.group, {})[row] = entry
+
+
+def rounds_of(calls: int, call: Callable[[], object]) -> Callable[[], None]:
+    """A round: *calls* calls of *call*."""
+
+    def run() -> None:
+        for _ in range(calls):
+            call()
+
+    return run

@@ -22,12 +22,11 @@ after the module. Run::
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,11 +37,13 @@ from conftest import (
     _free_port,
     in_threads,
     load_canned_server_module,
+    measure_interleaved,
     print_lines,
+    rounds_of,
 )
 
 import llmpool
-from llmpool.endpoints import HealthBook, Outcome
+from llmpool.endpoints import HealthBook
 from llmpool.endpoints.routing import default
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -56,47 +57,6 @@ RESULTS: dict[str, dict[str, dict[str, float]]] = {}
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class Interleaved:
-    """Runs and times one round of the other row's work before each measured round."""
-
-    def __init__(self, other: Callable[[], object] | None) -> None:
-        self.other = other
-        self.times: list[float] = []
-
-    def __call__(self) -> None:
-        if self.other is None:
-            return
-        started = time.perf_counter()
-        self.other()
-        self.times.append(time.perf_counter() - started)
-
-
-def _measure(
-    benchmark: Any,
-    row: str,
-    run: Callable[[], object],
-    other: Callable[[], object] | None,
-    rounds: int,
-) -> None:
-    """Benchmark *run*; with *other*, interleave one round of it before each round."""
-    interleaved = Interleaved(other)
-    benchmark.pedantic(run, setup=interleaved, rounds=rounds, warmup_rounds=max(1, rounds // 10))
-    if benchmark.stats is None:  # --benchmark-disable
-        return
-    entry = {"median": benchmark.stats.stats.median}
-    if interleaved.times:
-        entry["interleaved_median"] = statistics.median(interleaved.times)
-    RESULTS.setdefault(benchmark.group, {})[row] = entry
-
-
-def _rounds(calls: int, call: Callable[[], object]) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(calls):
-            call()
-
-    return run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -176,13 +136,13 @@ def test_routing_overhead_per_call(
     """Client.chat over three healthy endpoints beside the single-endpoint client,
     no network: 200 calls per round."""
     benchmark.group = "routing overhead per call (canned transport)"
-    one = _rounds(CALLS_PER_ROUND, lambda: single.chat("m", MESSAGES))
-    three = _rounds(CALLS_PER_ROUND, lambda: group.chat("m", MESSAGES))
+    one = rounds_of(CALLS_PER_ROUND, lambda: single.chat("m", MESSAGES))
+    three = rounds_of(CALLS_PER_ROUND, lambda: group.chat("m", MESSAGES))
     assert group.chat("m", MESSAGES).text == single.chat("m", MESSAGES).text
     if row == "single endpoint":
-        _measure(benchmark, row, one, None, rounds=300)
+        measure_interleaved(RESULTS, benchmark, row, one, None, rounds=300)
     else:
-        _measure(benchmark, row, three, one, rounds=300)
+        measure_interleaved(RESULTS, benchmark, row, three, one, rounds=300)
         answered = {n: e["requests"] for n, e in group.stats()["endpoints"].items()}
         assert all(answered.values()), answered  # every endpoint took calls
         benchmark.extra_info["requests_by_endpoint"] = answered
@@ -196,13 +156,14 @@ def test_health_book_pick_and_record(benchmark: Any) -> None:
     ]
     book = HealthBook(endpoints, llmpool.HealthConfig(), default)
     names = book.names
-    ok = Outcome(ok=True, latency=0.001)
 
-    def once() -> None:
+    def once() -> None:  # as a call's attempt does: pick, then record a success
         pick = book.pick(names)
-        book.record(pick.name or "", ok, probe=pick.probe)
+        book.record_ok(pick.name or "", 0.001)
 
-    _measure(benchmark, "pick + record", _rounds(CALLS_PER_ROUND, once), None, rounds=300)
+    measure_interleaved(
+        RESULTS, benchmark, "pick + record", rounds_of(CALLS_PER_ROUND, once), None, rounds=300
+    )
     assert all(e["in_flight"] == 0 for e in book.stats().values())
 
 
@@ -304,13 +265,13 @@ def test_a_dead_endpoint_under_sixteen_threads(
     ):
         run_live = in_threads(executor, THREADS, per_thread, lambda: live.chat("m", MESSAGES))
         if row == "two live endpoints":
-            _measure(benchmark, row, run_live, None, rounds=15)
+            measure_interleaved(RESULTS, benchmark, row, run_live, None, rounds=15)
             return
         with_dead = _group_client(live_urls, dead=True, plugin=plugin)
         plugin.client = with_dead
         run_dead = in_threads(executor, THREADS, per_thread, lambda: with_dead.chat("m", MESSAGES))
         started = time.monotonic()
-        _measure(benchmark, row, run_dead, run_live, rounds=15)
+        measure_interleaved(RESULTS, benchmark, row, run_dead, run_live, rounds=15)
         ended = time.monotonic()
         stats = with_dead.stats()
         with_dead.close()

@@ -170,7 +170,8 @@ def test_a_refund_travels_with_the_next_admission_and_a_debt_goes_at_once(
 ) -> None:
     """One round trip per call: usage below the reservation waits for the scope's next
     admission from the same backend (until then others see the reservation, never less);
-    usage above it reaches Redis before reconcile returns."""
+    usage above it is sent before reconcile returns, without waiting for the reply (read,
+    in order, by the connection's next request)."""
     limits = RateLimits(tokens=100, window=60.0)
     a, b = backend(redis_url_fixture, prefix), backend(redis_url_fixture, prefix)
     first = a.admit("s/m", limits, tokens=60)
@@ -183,12 +184,48 @@ def test_a_refund_travels_with_the_next_admission_and_a_debt_goes_at_once(
     assert a.stats()["round_trips"] == trips + 1 and a.stats()["deferred_pending"] == 0
     second = b.admit("s/m", limits, tokens=50)
     assert second.admitted and second.ticket is not None  # 90 of 100
+    trips = b.stats()["round_trips"]
     b.reconcile("s/m", limits, second.ticket, tokens=60)  # a debt of 10: sent at once
-    assert not a.admit("s/m", limits, tokens=5).admitted  # 100 used
+    assert b.stats()["round_trips"] == trips and b.stats()["sent_without_waiting"] == 1
+    assert not b.admit("s/m", limits, tokens=5).admitted  # 100 used (the reply read first)
+    assert not a.admit("s/m", limits, tokens=5).admitted
     used = redis.Redis.from_url(redis_url_fixture).hget(a._window_keys("s/m")[1], "used")
     assert used == b"100"
+    assert b.stats()["errors"] == 0 and b.stats()["unconfirmed"] == 0
     for store in (a, b):
         store.close()
+
+
+def test_a_debt_sent_without_waiting_is_read_on_close_and_its_error_recorded(
+    own_redis: OwnRedis,
+) -> None:
+    """A reconciliation sent without waiting has its reply read by the next request on
+    that connection, or by close(); an error reply (a READONLY replica) is recorded then,
+    as a backend error, and the call that sent it lost nothing."""
+    limits = RateLimits(tokens=100, window=60.0)
+    store = backend(own_redis.url, "p")
+    ticket = store.admit("s/m", limits, tokens=10).ticket
+    assert ticket is not None
+    store.reconcile("s/m", limits, ticket, tokens=40)  # a debt, sent without waiting
+    store.close()  # reads its reply
+    client = own_redis.client()
+    assert client.hget(store._window_keys("s/m")[1], "used") == b"40"
+    assert store.stats()["errors"] == 0 and store.stats()["unconfirmed"] == 0
+
+    other = backend(own_redis.url, "p")
+    ticket = other.admit("s/m", limits, tokens=10).ticket
+    assert ticket is not None
+    client.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # read-only now
+    try:
+        other.reconcile("s/m", limits, ticket, tokens=40)  # sent; the error comes later
+        assert other.stats()["errors"] == 0
+        with pytest.raises(StateBackendError):
+            other.admit("s/m", limits, tokens=1)  # reads the late error, then its own
+        stats = other.stats()
+        assert stats["errors"] == 2 and stats["errors_by_kind"] == {"ReadOnlyError": 2}
+    finally:
+        client.execute_command("REPLICAOF", "NO", "ONE")
+    other.close()
 
 
 def test_a_replacement_sent_twice_counts_once_and_close_sends_what_is_left(

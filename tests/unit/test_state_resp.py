@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -103,3 +104,27 @@ def test_no_reply_within_the_limit_is_a_timeout(
     theirs.sendall(b"$4\r\nab")  # then a partial reply: the rest is bounded too
     with pytest.raises(TimeoutError):
         link.request(b"PING\r\n", 0.01)
+
+
+def test_replies_to_requests_sent_without_waiting_are_read_first_in_order(
+    pair: tuple[resp.Link, socket.socket, Owner],
+) -> None:
+    """Two requests sent without waiting, then one with: the three replies may come in
+    one piece or in many; the link reads the first two (keeping the error one), then
+    returns the third, and keeps no byte past it."""
+    link, theirs, _ = pair
+    link.send(b"first", 1.0)
+    link.send(b"second", 1.0)
+    assert link.pending == 2
+    theirs.sendall(b":1\r\n-READONLY no\r\n$3\r\nabc\r\n")  # all three at once
+    assert link.request(b"third", 1.0) == b"abc"
+    assert link.pending == 0 and link.buf == b""
+    assert [e.code for e in link.late_errors] == ["READONLY"]
+    assert theirs.recv(100) == b"firstsecondthird"
+    link.late_errors.clear()
+    link.send(b"fourth", 1.0)
+    theirs.sendall(b":7\r\n$5\r\nhel")  # the next reply cut short, its rest later
+    threading.Timer(0.05, lambda: theirs.sendall(b"lo\r\n:9\r\n")).start()
+    assert link.request(b"fifth", 1.0) == b"hello"
+    assert link.buf == b":9\r\n"  # a byte past the reply is kept for the next one
+    assert link.request(b"sixth", 1.0) == 9
