@@ -65,7 +65,7 @@ class KeyedStrategy:
     (the first on ties). The health book applies *record_key* (*key* when
     not given) to its own records instead of building views: the records
     carry the views' attributes, and ``rank_latency`` (the latency, or -1.0
-    while unmeasured), so a built-in key can be an :func:`operator.attrgetter`
+    while unmeasured), so a built-in key can be an ``operator.attrgetter``
     that runs in C. Holds no state: thread-safe."""
 
     def __init__(
