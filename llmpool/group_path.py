@@ -184,7 +184,7 @@ class _GroupCall:
                 group.shared.sync(deadline.remaining())
             pick = None
             if tried:  # prefer an endpoint this call has not tried yet
-                fresh = [n for n in names if n not in tried]
+                fresh = tuple(n for n in names if n not in tried)
                 if fresh:
                     pick = book.pick(fresh)
             if pick is None or pick.name is None:

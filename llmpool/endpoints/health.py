@@ -108,7 +108,7 @@ class _Record:
         "pick",
         "probing",
         "rank_latency",
-        "routed",
+        "rejoined",
         "share",
         "state",
         "streak",
@@ -128,10 +128,11 @@ class _Record:
         self.streak = 0
         self.probing = False
         self.in_flight = 0
-        self.routed = 0
-        #: Calls counted for weighted round-robin (``routed``, but set to its
-        #: peers' level when it comes back, so a recovered endpoint is not flooded).
+        #: Calls counted for weighted round-robin: the calls routed here, plus
+        #: ``rejoined`` (raised to its peers' level when it comes back, so a
+        #: recovered endpoint is not flooded).
         self.share = 0
+        self.rejoined = 0
         self.failures = 0
         self.cooldowns = 0
         self.latency: float | None = None
@@ -168,14 +169,18 @@ class HealthBook:
         # Guards every _Record (microseconds; never across I/O or a callback).
         self._lock = threading.Lock()
         self._records = {e.name: _Record(e) for e in endpoints}
-        #: How many records are not healthy (0: a pick takes the short way).
+        #: How many records are not healthy, and whether a pick takes the
+        #: short way (none, with a keyed strategy).
         self._unhealthy = 0
+        self._fast = False
         #: The records of each tuple of names picked from (as routing hands them).
         self._candidates: dict[tuple[str, ...], list[_Record]] = {}
-        self._key: Callable[[Any], Any] | None = (
-            strategy.record_key if isinstance(strategy, KeyedStrategy) else None
+        self._keyed = isinstance(strategy, KeyedStrategy)
+        self._key: Callable[[Any], Any] = (
+            strategy.record_key if isinstance(strategy, KeyedStrategy) else id  # id: unused
         )
         self._default = strategy is default
+        self._count_unhealthy(0)
         reset_after_fork(self, renew_lock)  # a parent thread may have held it
 
     @property
@@ -188,14 +193,17 @@ class HealthBook:
         and count the call in flight there; or say how long until one may
         take it. A half-open endpoint whose probe is not out yet is chosen
         first, as the probe."""
-        with self._lock:
-            if not self._unhealthy and self._key is not None:  # the common case
-                candidates = self._candidates.get(names) if isinstance(names, tuple) else None
+        lock = self._lock
+        lock.acquire()  # not ``with``: this is every call's path, and ``with`` costs more
+        try:
+            if self._fast:  # every endpoint healthy, a keyed strategy: the common case
+                candidates: list[_Record] | None
+                try:
+                    candidates = self._candidates.get(names)  # type: ignore[call-overload]
+                except TypeError:  # a list: not kept
+                    candidates = None
                 if candidates is None:
-                    records = self._records
-                    candidates = [records[n] for n in names]
-                    if isinstance(names, tuple) and len(self._candidates) < 1024:
-                        self._candidates[names] = candidates
+                    candidates = self._candidates_of(names)
                 if len(candidates) == 1:
                     chosen = candidates[0]
                 elif self._default:  # the default strategy's key, inline (half min()'s time)
@@ -208,10 +216,20 @@ class HealthBook:
                 else:
                     chosen = min(candidates, key=self._key)
                 chosen.in_flight += 1
-                chosen.routed += 1
                 chosen.share += 1
                 return chosen.pick
+        finally:
+            lock.release()
         return self._pick_among_unhealthy(names)
+
+    def _candidates_of(self, names: Sequence[str]) -> list[_Record]:
+        """The records of *names*, kept for the next pick when *names* is a tuple
+        (what routing hands over)."""
+        records = self._records
+        candidates = [records[n] for n in names]
+        if isinstance(names, tuple) and len(self._candidates) < 1024:
+            self._candidates[names] = candidates
+        return candidates
 
     def _pick_among_unhealthy(self, names: Sequence[str]) -> Pick:
         """:meth:`pick` when some endpoint is not healthy (or the strategy is
@@ -247,12 +265,11 @@ class HealthBook:
                     return Pick(None, wait if wait is not None else PROBE_POLL)
                 if len(healthy) == 1:
                     chosen = healthy[0]
-                elif self._key is not None:  # a keyed strategy reads the records themselves
+                elif self._keyed:  # a keyed strategy reads the records themselves
                     chosen = min(healthy, key=self._key)
                 else:
                     chosen = self._choose(healthy)
             chosen.in_flight += 1
-            chosen.routed += 1
             chosen.share += 1
         if changes:
             self._report(changes)
@@ -317,8 +334,11 @@ class HealthBook:
         """The ordinary (not probe) attempt picked at *name* succeeded in
         *latency* seconds, at *now* (the book's clock; read when None): the
         common case of :meth:`record`, without building an Outcome."""
-        with self._lock:
-            record = self._records[name]
+        record = self._records[name]  # the table itself never changes
+        second = int(self.clock() if now is None else now)
+        lock = self._lock
+        lock.acquire()  # not ``with``, as in pick()
+        try:
             if record.in_flight:
                 record.in_flight -= 1
             old = record.latency
@@ -327,13 +347,13 @@ class HealthBook:
             )
             record.failing = False
             record.consecutive = 0
-            if now is None:
-                now = self.clock()
             buckets = record.window.buckets
-            if buckets and buckets[-1][0] == int(now):  # this second's bucket (Window.add)
+            if buckets and buckets[-1][0] == second:  # this second's bucket (Window.add)
                 buckets[-1][1] += 1
             else:
-                record.window.add(now, True)
+                record.window.add(second, True)
+        finally:
+            lock.release()
 
     def _count(
         self, record: _Record, outcome: Outcome, changes: list[StateChange], *, probe: bool
@@ -357,7 +377,7 @@ class HealthBook:
             record.window.add(now, True)
             if probe and record.state == HALF_OPEN:
                 record.state, record.streak = HEALTHY, 0
-                self._unhealthy -= 1
+                self._count_unhealthy(-1)
                 record.window.clear()
                 self._rejoin(record)
                 name = record.endpoint.name
@@ -376,13 +396,20 @@ class HealthBook:
         if reason is not None:
             self._cool(record, now, reason, outcome.retry_after, changes)
 
+    def _count_unhealthy(self, change: int) -> None:
+        """One more (1) or one fewer (-1) endpoint not healthy (under the lock)."""
+        self._unhealthy += change
+        self._fast = not self._unhealthy and self._keyed
+
     def _rejoin(self, record: _Record) -> None:
         """A recovered endpoint joins round-robin at its peers' level."""
         level = max(
             (r.share / r.endpoint.weight for r in self._records.values() if r is not record),
             default=0.0,
         )
-        record.share = max(record.share, int(level * record.endpoint.weight))
+        share = max(record.share, int(level * record.endpoint.weight))
+        record.rejoined += share - record.share
+        record.share = share
 
     def _cooldown_reason(
         self, record: _Record, outcome: Outcome, now: float, *, probe: bool
@@ -413,7 +440,7 @@ class HealthBook:
             seconds = max(seconds, retry_after)
         old = record.state
         if old == HEALTHY:
-            self._unhealthy += 1
+            self._count_unhealthy(1)
         record.state = COOLING
         record.until = max(record.until, now + seconds)
         record.streak += 1
@@ -435,7 +462,7 @@ class HealthBook:
             old, record.until = record.state, until
             if old != COOLING:
                 if old == HEALTHY:
-                    self._unhealthy += 1
+                    self._count_unhealthy(1)
                 record.state = COOLING
                 record.probing = False
                 changes.append(StateChange(name, old, COOLING, reason, until - now))
@@ -461,7 +488,7 @@ class HealthBook:
                 name: {
                     "state": r.state,
                     "in_flight": r.in_flight,
-                    "requests": r.routed,
+                    "requests": r.share - r.rejoined,
                     "failures": r.failures,
                     "cooldowns": r.cooldowns,
                     "cooldown_left": max(0.0, r.until - now) if r.state == COOLING else 0.0,

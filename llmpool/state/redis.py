@@ -24,8 +24,9 @@ tokens back (usage below the reservation, the usual case) is kept here and
 sent with the next admission of the same scope from this process (applied
 first, atomically, by the same script); usage above the reservation is
 sent at once, without waiting for the reply (read, in order, by the
-connection's next request; an error reply is recorded then). Replacing a reservation is idempotent (a ticket names its
-reserved tokens), so one that may or may not have arrived is sent again.
+connection's next request; an error reply is recorded then). Replacing
+a reservation is idempotent (a ticket names its reserved tokens), so one
+that may or may not have arrived is sent again.
 """
 
 from __future__ import annotations

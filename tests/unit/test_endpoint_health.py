@@ -295,12 +295,12 @@ def test_the_short_way_is_taken_only_while_every_endpoint_is_healthy() -> None:
     ]
     for step in steps:
         step()
-        assert book._unhealthy == unhealthy()
+        assert book._unhealthy == unhealthy() and book._fast == (not unhealthy())
     for _ in range(6):  # probes pass, one endpoint at a time
         pick = book.pick(names)
         assert pick.name is not None
         book.record(pick.name, OK, probe=pick.probe)
-        assert book._unhealthy == unhealthy()
+        assert book._unhealthy == unhealthy() and book._fast == (not unhealthy())
     assert unhealthy() == 0
     assert all(r.in_flight == 0 for r in book._records.values())
     pick = book.pick(names)  # the short way again: the cached pick of a healthy endpoint
