@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from llmpool.exceptions import (
     APIStatusError,
@@ -34,6 +34,14 @@ __all__ = ["Attempts"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class Failover(Protocol):
+    """What an endpoint group gives the loop (its per-call state)."""
+
+    def fails_over(self, err: LLMPoolError) -> bool:
+        """Whether the next attempt after *err* goes to another endpoint."""
+        ...
 
 
 class Attempts:
@@ -75,9 +83,9 @@ class Attempts:
         self.sleep = sleep
         self.count_retry = count_retry
         self.made = 0
-        #: With an endpoint group: whether the next attempt goes to another
-        #: endpoint after an error (then it does not wait for a backoff).
-        self.failover: Callable[[LLMPoolError], bool] | None = None
+        #: With an endpoint group: what says whether the next attempt goes to
+        #: another endpoint after an error (then it does not wait for a backoff).
+        self.failover: Failover | None = None
 
     def fresh(self) -> Attempts:
         """New attempts for the same call (a fallback model): the same
@@ -136,7 +144,7 @@ class Attempts:
         if isinstance(err, DeadlineExceeded):
             raise err
         self.check_deadline(err)
-        failover = self.failover is not None and self.failover(err)
+        failover = self.failover is not None and self.failover.fails_over(err)
         if not should_retry(self.policy, err, self.made) and not (
             failover and self._fails_over_anyway(err)
         ):

@@ -68,7 +68,6 @@ class _GroupCall:
         "ctx",
         "deadline",
         "group",
-        "made",
         "model",
         "names",
         "parse",
@@ -102,11 +101,11 @@ class _GroupCall:
         self.deadline = deadline
         self.primary = path._provider
         self.requested = self.model = ctx.model
-        self.made: dict[tuple[int, str | None], tuple[Request, Callable[..., Any]]] | None = None
-        self.names: tuple[str, ...] = ()
-        #: The endpoints tried at this model so far, and the last pick.
-        self.tried: list[str] = []
-        self.pick = _NO_PICK
+        #: Set by start(): the endpoints serving the model, those tried at it so
+        #: far, and the last pick.
+        self.names: tuple[str, ...]
+        self.tried: list[str]
+        self.pick: Pick
 
     def start(self, model: str | None) -> None:
         """Attempts at *model* from now on (none tried yet)."""
@@ -130,16 +129,7 @@ class _GroupCall:
         """The request for *provider* at the current model, and its parse function."""
         if provider is self.primary and self.model == self.requested:  # the common case
             return self.request, self.parse
-        key = (id(provider), self.model)
-        made = self.made
-        if made is None:
-            made = self.made = {}
-        shaped = made.get(key)
-        if shaped is None:
-            shaped = made[key] = self._make(provider, self.model)
-        return shaped
-
-    def _make(self, provider: Provider, model: str | None) -> tuple[Request, Callable[..., Any]]:
+        model = self.model
         request = self.request
         if model == self.requested and type(provider) is type(self.primary):
             parse = _rebind(self.parse, self.primary, provider)
@@ -157,16 +147,17 @@ class _GroupCall:
     def route(self, names: tuple[str, ...]) -> Route:
         """The route of the endpoint for the next attempt among *names*
         (counted in flight there; the pick is kept in ``self.pick``)."""
-        pick = None
-        if not self.tried and self.group.shared is None:  # a first attempt: ask at once
-            pick = self.group.book.pick(names)
-        if pick is None or pick.name is None:
+        group, tried = self.group, self.tried
+        if tried or group.shared is not None:
             pick = self._wait_for_pick(names)
-        name = pick.name
-        assert name is not None
-        self.tried.append(name)
+        else:  # a first attempt, no shared state: ask at once
+            pick = group.book.pick(names)
+            if pick.name is None:
+                pick = self._wait_for_pick(names)
+        name = pick.name or ""  # never empty: a pick that names nobody waited above
+        tried.append(name)
         self.pick = pick
-        route = self.group.routes[name]
+        route = group.routes[name]
         ctx = self.ctx
         ctx.endpoint = name
         ctx.base_url = route.base_url
@@ -262,6 +253,8 @@ class _Lease:
     probe: bool = False
     latency: float | None = None
     kind: str | None = None
+    #: The request as the endpoint's provider shaped it.
+    request: Request | None = None
 
     def give_back(self, error: BaseException | None) -> None:
         """Tell the book how the stream at this endpoint ended."""
@@ -304,7 +297,7 @@ class GroupPath(RequestPath):
         while True:
             try:
                 call.start(model)
-                attempts.failover = call.fails_over
+                attempts.failover = call
                 if request.stream:
                     return self._group_stream(call, attempts)
                 return attempts.run(call.attempt)
@@ -353,7 +346,7 @@ class GroupPath(RequestPath):
             except BaseException:
                 group.book.release(route.name or "", probe=probe)
                 raise
-            lease.name, lease.probe = route.name, probe
+            lease.name, lease.probe, lease.request = route.name, probe, request
             lease.latency = (call.ctx.headers_at or started) - started
             lease.kind = route.provider.name
             return response
@@ -365,10 +358,10 @@ class GroupPath(RequestPath):
             return attempts.reopen(err, attempt=open_attempt)
 
         route = group.routes[lease.name or ""]
-        request, _ = call.shape(route.provider)
+        assert lease.request is not None  # set by the attempt that opened it
         return Stream(
             ctx=call.ctx,
-            request=request,
+            request=lease.request,
             provider=route.provider,
             response=response,
             reopen=reopen,
