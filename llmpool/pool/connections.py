@@ -5,7 +5,9 @@ A connection records when it opened, when it was last used and how many
 requests it served (the pool's expiry and reuse statistics read them); each
 response is read through a socket wrapper whose every ``recv_into`` waits at
 most what is left of the exchange's deadline; informational replies
-(``103 Early Hints``...) are skipped before the final one. No urllib3
+(``103 Early Hints``...) are skipped before the final one. A plain TCP
+connection's socket is blocking, timed by the kernel
+(:mod:`llmpool.pool.sockets`). No urllib3
 exception is handled here (that is :mod:`llmpool.pool.transport`'s job).
 
 A connection is confined to the thread that checked it out.
@@ -22,6 +24,7 @@ from typing import Any, BinaryIO
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
+from llmpool.pool import sockets
 from llmpool.pool.stats import HostStats
 
 __all__ = ["TrackedHTTPConnection", "TrackedHTTPSConnection"]
@@ -80,8 +83,8 @@ class _DeadlineSocketIO(socket.SocketIO):
             limit = budget.read_timeout
             want = left if limit is None or left < limit else limit
             sock = self._llm_sock
-            # settimeout() releases the GIL for a system call: skip it while the
-            # read timeout, already set, is the nearer bound.
+            # On a Python-timed (TLS) socket settimeout() releases the GIL for a
+            # system call: skip it while the read timeout, already set, is nearer.
             if want != sock.gettimeout():
                 sock.settimeout(want)
         return super().readinto(b)
@@ -166,6 +169,7 @@ class _TrackedConnection:
     #: While a request is sent: None (send as asked), b"" (hold the head), the head.
     _llm_held: bytes | None = None
     timeout: Any
+    sock: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -176,6 +180,8 @@ class _TrackedConnection:
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
+        # a plain TCP socket: timed by the kernel (fewer GIL releases per call)
+        self.sock = sockets.adopt(self.sock)
         self.llm_opened = self.llm_last_used = _now()
         self.llm_served = 0
         self.llm_leak_warned = False

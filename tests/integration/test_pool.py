@@ -18,7 +18,7 @@ from rawserver import OK, RawServer, read_request, reset
 
 from llmpool import PoolConfig
 from llmpool import exceptions as exc
-from llmpool.pool import ConnectionPool, connections, transport
+from llmpool.pool import ConnectionPool, connections, sockets, transport
 from llmpool.pool.adapter import PooledHTTPAdapter
 
 
@@ -426,3 +426,31 @@ def test_a_longer_pool_timeout_per_request_never_lengthens_the_configured_wait(
         pool.request("GET", ok_server.url + "/", pool_timeout=0.1)
         pool.request("GET", ok_server.url + "/")
     assert waits == [0.5, 0.1, 0.5]
+
+
+@pytest.mark.skipif(not sockets.ENABLED, reason="kernel timeouts are used on Linux only")
+def test_plain_connections_are_timed_by_the_kernel(ok_server: RawServer) -> None:
+    """A plain connection's socket is blocking with kernel timeouts (one system call per
+    send or receive, no poll before it); a TLS one keeps Python's."""
+    with ConnectionPool(PoolConfig(read_timeout=7.0)) as pool:
+        pool.request("GET", ok_server.url + "/")
+        host_pool = next(iter(pool._manager.pools._container.values()))
+        conn = host_pool.pool.queue[-1]
+        assert isinstance(conn.sock, sockets.KernelTimeoutSocket)
+        assert conn.sock.gettimeout() == 7.0
+
+
+def test_a_server_that_reads_nothing_times_the_send_out() -> None:
+    """A large body to a server that never reads: the send times out (the kernel's send
+    timeout) as a typed llmpool error, and the pool stays usable."""
+    gate = threading.Event()
+
+    def behaviour(conn: socket.socket, _: int) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        gate.wait(5)
+
+    with RawServer(behaviour) as server:
+        with ConnectionPool(PoolConfig(read_timeout=0.1, connect_timeout=0.1)) as pool:
+            with pytest.raises(exc.ReadTimeout):
+                pool.request("POST", server.url + "/", body=b"x" * (64 << 20))
+            gate.set()
