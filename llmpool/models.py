@@ -76,13 +76,31 @@ class Request:
     def with_headers(self, headers: Mapping[str, str]) -> Request:
         """A copy with *headers* instead, the encoded body kept: the common
         case of :meth:`replace`, without its generic machinery."""
-        new = _new_request(Request)  # the fields set as attrs' __init__ would, in half its time
-        _set(new, "method", self.method)
-        _set(new, "path", self.path)
-        _set(new, "headers", dict(headers))
-        _set(new, "payload", self.payload)
-        _set(new, "stream", self.stream)
-        _set(new, "_body", self._body)
+        return Request.owning(
+            self.method, self.path, dict(headers), self.payload, self.stream, body=self._body
+        )
+
+    @staticmethod
+    def owning(
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        payload: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        *,
+        body: bytes | None = None,
+    ) -> Request:
+        """A request that takes *headers* as its own (not copied: the caller
+        gives a dict nobody else holds) and *body* as the encoded *payload*.
+        The fields are set as attrs' ``__init__`` would, in half its time:
+        every call builds one."""
+        new = _new_request(Request)
+        _set(new, "method", method)
+        _set(new, "path", path)
+        _set(new, "headers", headers)
+        _set(new, "payload", payload)
+        _set(new, "stream", stream)
+        _set(new, "_body", body)
         return new
 
     def replace(self, **changes: Any) -> Request:

@@ -343,5 +343,9 @@ class RequestPath:
         self._count("retries")
 
     def _count(self, name: str) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: every call counts itself
+        try:
             self._counters[name] += 1
+        finally:
+            lock.release()

@@ -265,6 +265,8 @@ class Deadline:
     @classmethod
     def after(cls, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> Deadline:
         """A deadline *seconds* from now on *clock* (None: no deadline)."""
+        if seconds is None and clock is time.monotonic:
+            return _UNBOUNDED  # immutable: one for every call without a deadline
         _check_deadline(seconds)
         expires_at = None if seconds is None else clock() + seconds
         return cls(seconds, expires_at, clock)
@@ -310,3 +312,7 @@ class Deadline:
             attempts=attempts,
             last_error=last_error,
         )
+
+
+#: The deadline of every call without one (see :meth:`Deadline.after`).
+_UNBOUNDED = Deadline(None, None)

@@ -219,7 +219,7 @@ class Provider(abc.ABC):
         hold (a datetime, a set, bytes, NaN) raises ConfigError when the
         request is built, naming the field, and nothing is sent."""
         headers = self.headers(stream=stream)  # request_headers("POST"), one call less
-        request = Request(method="POST", path=path, headers=headers, payload=payload, stream=stream)
+        request = Request.owning("POST", path, headers, payload, stream)  # headers: a fresh copy
         request.body  # noqa: B018 - encode now: a bad payload fails at build time
         return request
 
