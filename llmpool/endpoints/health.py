@@ -27,13 +27,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
-
-import attrs
+from typing import Any
 
 from llmpool.endpoints.model import Endpoint, HealthConfig
+from llmpool.endpoints.records import (
+    COOLING,
+    HALF_OPEN,
+    HEALTHY,
+    PROBE_POLL,
+    Outcome,
+    Pick,
+    Record,
+    StateChange,
+)
 from llmpool.endpoints.routing import EndpointView, KeyedStrategy, Strategy, default
-from llmpool.endpoints.window import Window
 from llmpool.forking import renew_lock, reset_after_fork
 
 __all__ = [
@@ -45,103 +52,6 @@ __all__ = [
     "Pick",
     "StateChange",
 ]
-
-HEALTHY = "healthy"
-COOLING = "cooling"
-HALF_OPEN = "half_open"
-
-#: How long a pick waits when every candidate is half-open with its probe in flight.
-PROBE_POLL = 0.05
-
-
-class Pick(NamedTuple):
-    """The answer of :meth:`HealthBook.pick`: an endpoint (*name*), or, when
-    every candidate is cooling down, the seconds until the first may take a
-    call (*wait*). Immutable."""
-
-    name: str | None
-    wait: float = 0.0
-    probe: bool = False
-
-
-@attrs.frozen
-class Outcome:
-    """How one attempt at an endpoint ended, as the health book counts it."""
-
-    #: The endpoint answered as a working server would (a 4xx counts as working).
-    ok: bool
-    #: Seconds to the answer (None: not measured).
-    latency: float | None = None
-    #: The connection could not be opened or broke before any answer.
-    connection_failure: bool = False
-    #: The server asked to wait this long (429/503 ``Retry-After``).
-    retry_after: float | None = None
-    #: A short description of the error (type and message), for stats and errors.
-    error: str | None = None
-
-
-@attrs.frozen
-class StateChange:
-    """An endpoint changed state (reported to plugins and the log, once)."""
-
-    endpoint: str
-    old: str
-    new: str
-    reason: str
-    #: Seconds of the cool-down that began (None for other changes).
-    cooldown: float | None = None
-
-
-class _Record:
-    """One endpoint's state. Guarded by the book's lock."""
-
-    __slots__ = (
-        "consecutive",
-        "cooldowns",
-        "endpoint",
-        "failing",
-        "failures",
-        "in_flight",
-        "last_error",
-        "latency",
-        "name",
-        "pick",
-        "probing",
-        "rank_latency",
-        "rejoined",
-        "share",
-        "state",
-        "streak",
-        "until",
-        "weight",
-        "window",
-    )
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.name = endpoint.name
-        self.weight = endpoint.weight
-        self.state = HEALTHY
-        self.window = Window()
-        self.consecutive = 0
-        self.until = 0.0
-        self.streak = 0
-        self.probing = False
-        self.in_flight = 0
-        #: Calls counted for weighted round-robin: the calls routed here, plus
-        #: ``rejoined`` (raised to its peers' level when it comes back, so a
-        #: recovered endpoint is not flooded).
-        self.share = 0
-        self.rejoined = 0
-        self.failures = 0
-        self.cooldowns = 0
-        self.latency: float | None = None
-        #: ``latency``, or -1.0 while unmeasured (what the built-in strategies sort by).
-        self.rank_latency = -1.0
-        #: The Pick that sends an ordinary (not probe) call here (immutable, shared).
-        self.pick = Pick(self.name)
-        self.last_error: str | None = None
-        self.failing = False
 
 
 class HealthBook:
@@ -166,15 +76,15 @@ class HealthBook:
         self.strategy = strategy
         self.clock = clock
         self.on_change = on_change
-        # Guards every _Record (microseconds; never across I/O or a callback).
+        # Guards every Record (microseconds; never across I/O or a callback).
         self._lock = threading.Lock()
-        self._records = {e.name: _Record(e) for e in endpoints}
+        self._records = {e.name: Record(e) for e in endpoints}
         #: How many records are not healthy, and whether a pick takes the
         #: short way (none, with a keyed strategy).
         self._unhealthy = 0
         self._fast = False
         #: The records of each tuple of names picked from (as routing hands them).
-        self._candidates: dict[tuple[str, ...], list[_Record]] = {}
+        self._candidates: dict[tuple[str, ...], list[Record]] = {}
         self._keyed = isinstance(strategy, KeyedStrategy)
         self._key: Callable[[Any], Any] = (
             strategy.record_key if isinstance(strategy, KeyedStrategy) else id  # id: unused
@@ -197,7 +107,7 @@ class HealthBook:
         lock.acquire()  # not ``with``: this is every call's path, and ``with`` costs more
         try:
             if self._fast:  # every endpoint healthy, a keyed strategy: the common case
-                candidates: list[_Record] | None
+                candidates: list[Record] | None
                 try:
                     candidates = self._candidates.get(names)  # type: ignore[call-overload]
                 except TypeError:  # a list: not kept
@@ -222,7 +132,7 @@ class HealthBook:
             lock.release()
         return self._pick_among_unhealthy(names)
 
-    def _candidates_of(self, names: Sequence[str]) -> list[_Record]:
+    def _candidates_of(self, names: Sequence[str]) -> list[Record]:
         """The records of *names*, kept for the next pick when *names* is a tuple
         (what routing hands over)."""
         records = self._records
@@ -239,10 +149,10 @@ class HealthBook:
         records = self._records
         with self._lock:
             now = -1.0  # read from the clock only when a record is not healthy
-            healthy: list[_Record] = []
+            healthy: list[Record] = []
             wait: float | None = None
             probe = False
-            chosen: _Record | None = None
+            chosen: Record | None = None
             for name in names:
                 record = records[name]
                 state = record.state
@@ -275,7 +185,7 @@ class HealthBook:
             self._report(changes)
         return Pick(chosen.name, 0.0, True) if probe else chosen.pick
 
-    def _choose(self, healthy: list[_Record]) -> _Record:
+    def _choose(self, healthy: list[Record]) -> Record:
         """A strategy's choice among *healthy* through views (under the lock)."""
         views = [
             EndpointView(r.name, r.weight, r.in_flight, r.share, r.latency, r.failing)
@@ -356,7 +266,7 @@ class HealthBook:
             lock.release()
 
     def _count(
-        self, record: _Record, outcome: Outcome, changes: list[StateChange], *, probe: bool
+        self, record: Record, outcome: Outcome, changes: list[StateChange], *, probe: bool
     ) -> None:
         """Fold *outcome* into *record* (under the lock)."""
         config = self.config
@@ -401,7 +311,7 @@ class HealthBook:
         self._unhealthy += change
         self._fast = not self._unhealthy and self._keyed
 
-    def _rejoin(self, record: _Record) -> None:
+    def _rejoin(self, record: Record) -> None:
         """A recovered endpoint joins round-robin at its peers' level."""
         level = max(
             (r.share / r.endpoint.weight for r in self._records.values() if r is not record),
@@ -412,7 +322,7 @@ class HealthBook:
         record.share = share
 
     def _cooldown_reason(
-        self, record: _Record, outcome: Outcome, now: float, *, probe: bool
+        self, record: Record, outcome: Outcome, now: float, *, probe: bool
     ) -> str | None:
         config = self.config
         if probe:
@@ -428,7 +338,7 @@ class HealthBook:
 
     def _cool(
         self,
-        record: _Record,
+        record: Record,
         now: float,
         reason: str,
         retry_after: float | None,
