@@ -149,18 +149,26 @@ class SSEDecoder:
         return self._feed(data)
 
     def _feed(self, data: bytes) -> list[SSEEvent]:
+        if not self._started and self._idle() and data[:6] == b"data: ":
+            # The first piece, without a BOM: the check is done, and the fast
+            # paths may take this piece and the next ones.
+            self._started = self._clean = True
+            return self.feed(data)
         # The general path; the fast paths' state check is redone at its end.
         self._clean = False
         events = self._decode(data)
-        self._clean = (
-            self._started
-            and not self._pending
+        self._clean = self._started and self._idle()
+        return events
+
+    def _idle(self) -> bool:
+        """Nothing pending or half-built (what the fast paths need, with the BOM check done)."""
+        return (
+            not self._pending
             and not self._data
             and not self._skip_lf
             and not self._event
             and self._retry is None
         )
-        return events
 
     def _decode(self, data: bytes) -> list[SSEEvent]:
         if self._skip_lf and data:

@@ -115,3 +115,17 @@ def test_feed_data_takes_the_common_piece_as_a_string() -> None:
     assert decoder.feed_data(b"data: z\n\n") == [SSEEvent(data="halfdata: z")]
     decoder.flush()
     assert decoder.feed_data(b"data: w\n\n") == "w"
+
+
+def test_the_first_piece_without_a_bom_opens_the_fast_path() -> None:
+    """A stream whose first piece is one whole event takes the fast path from its
+    first piece (the BOM check is done by it: it starts with ``data: ``), and a
+    later piece starting with a BOM is still not stripped."""
+    for feed_data in (False, True):
+        decoder = SSEDecoder()
+        feed = decoder.feed_data if feed_data else decoder.feed
+        first = feed(b"data: a\n\n")
+        assert first == [SSEEvent(data="a")]
+        assert decoder._clean and decoder._started
+        assert (feed(b"data: b\n\n") == "b") if feed_data else True
+        assert feed(b"\xef\xbb\xbfdata: c\n\n") == []  # a BOM here starts a field name
