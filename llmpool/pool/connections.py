@@ -7,7 +7,7 @@ response is read through a socket wrapper whose every ``recv_into`` waits at
 most what is left of the exchange's deadline; informational replies
 (``103 Early Hints``...) are skipped before the final one. A plain TCP
 connection's socket is blocking, timed by the kernel
-(:mod:`llmpool.pool.sockets`). No urllib3
+(:mod:`llmpool.sockets`). No urllib3
 exception is handled here (that is :mod:`llmpool.pool.transport`'s job).
 
 A connection is confined to the thread that checked it out.
@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from llmpool.pool import sockets
+from llmpool import sockets
 from llmpool.pool.stats import HostStats
 
 __all__ = ["TrackedHTTPConnection", "TrackedHTTPSConnection"]

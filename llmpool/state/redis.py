@@ -40,6 +40,7 @@ from typing import Any
 import redis
 import redis.exceptions
 
+from llmpool import sockets
 from llmpool.exceptions import StateBackendError
 from llmpool.forking import reset_after_fork
 from llmpool.redaction import redact_url
@@ -148,6 +149,9 @@ class RedisBackend(StateBackend):
         sock = conn._sock  # redis-py's socket (every version since 2.x names it so)
         if sock is None:
             raise redis.exceptions.ConnectionError("no socket after connect")
+        # a plain socket timed by the kernel: a round trip is two system calls,
+        # not five (see llmpool.sockets); redis-py closes the same object
+        sock = conn._sock = sockets.adopt(sock)
         return resp.Link(sock, conn, self.config.timeout)
 
     def _run(self, operation: str, timeout: float | None, payload: bytes) -> Any:

@@ -16,9 +16,9 @@ import requests
 import trustme
 from rawserver import OK, RawServer, read_request, reset
 
-from llmpool import PoolConfig
+from llmpool import PoolConfig, sockets
 from llmpool import exceptions as exc
-from llmpool.pool import ConnectionPool, connections, sockets, transport
+from llmpool.pool import ConnectionPool, connections, transport
 from llmpool.pool.adapter import PooledHTTPAdapter
 
 

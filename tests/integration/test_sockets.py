@@ -1,4 +1,4 @@
-"""Plain TCP sockets timed by the kernel (llmpool/pool/sockets.py), on loopback."""
+"""Plain TCP sockets timed by the kernel (llmpool/sockets.py), on loopback."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from llmpool.pool import sockets
-from llmpool.pool.sockets import KernelTimeoutSocket, adopt
+from llmpool import sockets
+from llmpool.sockets import KernelTimeoutSocket, adopt
 
 linux_only = pytest.mark.skipif(
     not sockets.ENABLED, reason="kernel timeouts are used on Linux only"

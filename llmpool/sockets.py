@@ -17,7 +17,9 @@ direction changes, with ``setsockopt`` (which keeps the GIL). Linux only
 (where ``struct timeval`` is two C longs); elsewhere, and for TLS sockets,
 connections keep Python's own timeouts.
 
-A socket is confined to the thread holding its connection.
+Used by the pool's plain HTTP connections (:mod:`llmpool.pool.connections`)
+and the Redis backend's connections. A socket is confined to the thread
+holding its connection.
 """
 
 from __future__ import annotations
