@@ -13,7 +13,9 @@ to the kernel instead (``SO_SNDTIMEO`` and ``SO_RCVTIMEO``): a send or a
 receive is one system call, and it fails after the same time, as
 :class:`TimeoutError` (``socket.timeout``), exactly as a Python timeout
 would. The options are set only when the timeout in force for that
-direction changes, with ``setsockopt`` (which keeps the GIL). Linux only
+direction changes, with ``setsockopt`` (which keeps the GIL). As in Python,
+the timeout bounds a whole ``sendall``: what one ``send`` could not take is
+sent with the send timeout shortened to what is left. Linux only
 (where ``struct timeval`` is two C longs); elsewhere, and for TLS sockets,
 connections keep Python's own timeouts.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+import time
 from typing import Any
 
 __all__ = ["ENABLED", "KernelTimeoutSocket", "adopt"]
@@ -84,10 +87,26 @@ class KernelTimeoutSocket(socket.socket):
     def sendall(self, data: Any, flags: int = 0) -> None:
         if self.llm_sent != self.llm_timeout:
             self._send_timeout()
+        started = time.monotonic()
         try:
-            super().sendall(data, flags)
+            sent = super().send(data, flags)  # the common case: all of it at once
+            size = len(data) if type(data) is bytes else memoryview(data).nbytes
+            if sent < size:
+                self._send_rest(memoryview(data).cast("B")[sent:], flags, started)
         except BlockingIOError:  # the kernel's send timeout
             raise TimeoutError("timed out") from None
+
+    def _send_rest(self, rest: memoryview, flags: int, started: float) -> None:
+        """Send *rest*, the whole ``sendall`` bounded by the timeout from *started*."""
+        timeout = self.llm_timeout
+        while rest:
+            if timeout is not None:
+                left = started + timeout - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(left))
+                self.llm_sent = _UNSET  # set again on the next send
+            rest = rest[super().send(rest, flags) :]
 
     def send(self, data: Any, flags: int = 0) -> int:
         if self.llm_sent != self.llm_timeout:

@@ -125,3 +125,44 @@ def test_timevals() -> None:
     assert struct.unpack("ll", sockets._timeval(2.5)) == (2, 500000)
     assert struct.unpack("ll", sockets._timeval(0.0)) == (0, 1)
     assert struct.unpack("ll", sockets._timeval(1e-9)) == (0, 1)
+
+
+@linux_only
+def test_the_timeout_bounds_a_whole_sendall(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A peer that keeps reading, slowly: each send makes progress, but the whole
+    sendall is bounded by the timeout, as with Python's timeouts (a kernel timeout
+    per send alone would let this 8 MiB body through, 64 KiB every 5 ms)."""
+    import threading
+    import time
+
+    ours, theirs = pair
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    stop = threading.Event()
+    received = [0]
+
+    def read_slowly() -> None:
+        theirs.settimeout(1.0)
+        while not stop.is_set():
+            try:
+                got = theirs.recv(65536)
+            except OSError:
+                return
+            if not got:
+                return
+            received[0] += len(got)
+            time.sleep(0.005)
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    ours.settimeout(0.2)
+    body = b"x" * (8 << 20)
+    with pytest.raises(TimeoutError):
+        ours.sendall(body)
+    stop.set()
+    reader.join(5)
+    assert 0 < received[0] < len(body)
+    with pytest.raises(TimeoutError):  # memoryviews of wider items count bytes, not items
+        ours.sendall(memoryview(bytearray(8 << 20)).cast("I"))
