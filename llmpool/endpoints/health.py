@@ -85,6 +85,8 @@ class HealthBook:
         self._fast = False
         #: The records of each tuple of names picked from (as routing hands them).
         self._candidates: dict[tuple[str, ...], list[Record]] = {}
+        #: The last tuple of names picked from and its records (under the lock).
+        self._last: tuple[Sequence[str] | None, list[Record]] = (None, [])
         self._keyed = isinstance(strategy, KeyedStrategy)
         self._key: Callable[[Any], Any] = (
             strategy.record_key if isinstance(strategy, KeyedStrategy) else id  # id: unused
@@ -107,12 +109,8 @@ class HealthBook:
         lock.acquire()  # not ``with``: this is every call's path, and ``with`` costs more
         try:
             if self._fast:  # every endpoint healthy, a keyed strategy: the common case
-                candidates: list[Record] | None
-                try:
-                    candidates = self._candidates.get(names)  # type: ignore[call-overload]
-                except TypeError:  # a list: not kept
-                    candidates = None
-                if candidates is None:
+                last, candidates = self._last  # the same tuple as the last pick's, mostly
+                if last is not names:
                     candidates = self._candidates_of(names)
                 if len(candidates) == 1:
                     chosen = candidates[0]
@@ -133,12 +131,20 @@ class HealthBook:
         return self._pick_among_unhealthy(names)
 
     def _candidates_of(self, names: Sequence[str]) -> list[Record]:
-        """The records of *names*, kept for the next pick when *names* is a tuple
-        (what routing hands over)."""
-        records = self._records
-        candidates = [records[n] for n in names]
-        if isinstance(names, tuple) and len(self._candidates) < 1024:
-            self._candidates[names] = candidates
+        """The records of *names*, kept for the next picks when *names* is a
+        tuple (what routing hands over). Under the lock."""
+        candidates: list[Record] | None
+        try:
+            candidates = self._candidates.get(names)  # type: ignore[call-overload]
+        except TypeError:  # a list: not kept
+            candidates = None
+        if candidates is None:
+            records = self._records
+            candidates = [records[n] for n in names]
+            if isinstance(names, tuple) and len(self._candidates) < 1024:
+                self._candidates[names] = candidates
+        if isinstance(names, tuple):
+            self._last = (names, candidates)
         return candidates
 
     def _pick_among_unhealthy(self, names: Sequence[str]) -> Pick:
