@@ -44,9 +44,6 @@ __all__ = ["GroupPath"]
 log = logging.getLogger(__name__)
 
 
-_NO_PICK = Pick(None)
-
-
 class _GroupCall:
     """One call over the group: how the call's request is shaped for each
     endpoint, and its attempts at one model at a time (the requested one,
@@ -79,14 +76,13 @@ class _GroupCall:
         "tried",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - positional: a class called with keywords packs a dict per call
         self,
         path: GroupPath,
         ctx: CallContext,
         group: EndpointGroup,
         request: Request,
         parse: Callable[..., Any],
-        *,
         built: Request,
         build: Rebuild,
         deadline: Deadline,
@@ -117,7 +113,6 @@ class _GroupCall:
         self.model = self.ctx.model = model
         self.names = names
         self.tried = []
-        self.pick = _NO_PICK
 
     def fails_over(self, err: LLMPoolError) -> bool:
         """Whether the next attempt goes to an endpoint not yet tried at this
@@ -288,9 +283,7 @@ class GroupPath(RequestPath):
         """The call over the group: ``(result, bytes received)``, or a Stream."""
         group = self._group
         assert group is not None
-        call = _GroupCall(
-            self, ctx, group, request, parse, built=built, build=build, deadline=attempts.deadline
-        )
+        call = _GroupCall(self, ctx, group, request, parse, built, build, attempts.deadline)
         model = ctx.model
         models: Sequence[str | None] = ()  # the model's fallbacks, looked up after a failure
         index = 0
