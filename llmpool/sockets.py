@@ -75,14 +75,14 @@ class KernelTimeoutSocket(socket.socket):
         return self.llm_timeout
 
     def _send_timeout(self) -> None:
-        if self.llm_sent != self.llm_timeout:
-            self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.llm_timeout))
-            self.llm_sent = self.llm_timeout
+        """Give the kernel the send timeout in force (the callers saw it change)."""
+        self.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.llm_timeout))
+        self.llm_sent = self.llm_timeout
 
     def _receive_timeout(self) -> None:
-        if self.llm_received != self.llm_timeout:
-            self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(self.llm_timeout))
-            self.llm_received = self.llm_timeout
+        """Give the kernel the receive timeout in force (the callers saw it change)."""
+        self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(self.llm_timeout))
+        self.llm_received = self.llm_timeout
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         if self.llm_sent != self.llm_timeout:

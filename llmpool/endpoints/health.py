@@ -133,18 +133,15 @@ class HealthBook:
     def _candidates_of(self, names: Sequence[str]) -> list[Record]:
         """The records of *names*, kept for the next picks when *names* is a
         tuple (what routing hands over). Under the lock."""
-        candidates: list[Record] | None
-        try:
-            candidates = self._candidates.get(names)  # type: ignore[call-overload]
-        except TypeError:  # a list: not kept
-            candidates = None
+        records = self._records
+        if not isinstance(names, tuple):
+            return [records[n] for n in names]
+        candidates = self._candidates.get(names)
         if candidates is None:
-            records = self._records
             candidates = [records[n] for n in names]
-            if isinstance(names, tuple) and len(self._candidates) < 1024:
+            if len(self._candidates) < 1024:
                 self._candidates[names] = candidates
-        if isinstance(names, tuple):
-            self._last = (names, candidates)
+        self._last = (names, candidates)
         return candidates
 
     def _pick_among_unhealthy(self, names: Sequence[str]) -> Pick:

@@ -254,17 +254,24 @@ class RedisBackend(StateBackend):
         """Run a Lua script by its SHA (one round trip); send its text once when
         Redis does not know it (after a restart or a SCRIPT FLUSH). *keys*: how
         many parts follow the key count, and those parts packed with it."""
-        by_sha, by_text = self._calls[text]
-        head = b"*%d\r\n" % (3 + keys[0] + len(args))
-        tail = keys[1] + resp.append(args)
-        reply = self._run(operation, timeout, head + by_sha + tail)
+        reply = self._run(operation, timeout, self._script_call(text, keys, args))
         if isinstance(reply, resp.ReplyError):  # NOSCRIPT
             with self._lock:
                 self._script_loads += 1
-            reply = self._run(operation, timeout, head + by_text + tail)
+            reply = self._run(operation, timeout, self._script_call(text, keys, args, by_text=True))
             if isinstance(reply, resp.ReplyError):
                 raise self._errors.record(operation, RuntimeError(reply), self._where)
         return reply
+
+    def _script_call(
+        self, text: str, keys: tuple[int, bytes], args: list[Any], *, by_text: bool = False
+    ) -> bytes:
+        """One request running script *text*: ``EVALSHA`` (or, *by_text*,
+        ``EVAL`` with the text), *keys* (how many parts follow the key count,
+        and those parts packed with it), then *args*."""
+        by_sha, text_call = self._calls[text]
+        head = b"*%d\r\n" % (3 + keys[0] + len(args))
+        return head + (text_call if by_text else by_sha) + keys[1] + resp.append(args)
 
     # ------------------------------------------------------------------ keys
 
@@ -328,7 +335,8 @@ class RedisBackend(StateBackend):
         timeout: float | None = None,
     ) -> None:
         """Give tokens back with the scope's next admission (no round trip now);
-        take more at once (one round trip, with the scope's deferred ones)."""
+        take more at once, with the scope's deferred ones, without waiting for
+        the reply (the connection's next request reads it)."""
         if limits.tokens is None:
             return
         tokens = max(int(tokens), 0)
@@ -337,12 +345,13 @@ class RedisBackend(StateBackend):
             self._defer(scope, [(ticket, tokens)])
         elif tokens > reserved:  # sent now, its reply read later: the call waits for nothing
             deferred = self._take(scope)
-            pairs = [*deferred, (ticket, tokens)]
-            args: list[Any] = [item for pair in pairs for item in pair]
-            _, by_text = self._calls[scripts.RECONCILE]
-            count, keys = self._keys_packed(scope)
             # by its text, not its SHA: a NOSCRIPT reply read later could not be answered
-            payload = b"*%d\r\n" % (3 + count + len(args)) + by_text + keys + resp.append(args)
+            payload = self._script_call(
+                scripts.RECONCILE,
+                self._keys_packed(scope),
+                _flat([*deferred, (ticket, tokens)]),
+                by_text=True,
+            )
             try:
                 self._post("reconcile", timeout, payload)
             except BaseException:
@@ -371,8 +380,8 @@ class RedisBackend(StateBackend):
     def _send_deferred(
         self, scope: str, pairs: list[tuple[str, int]], timeout: float | None
     ) -> None:
-        args: list[Any] = [item for pair in pairs for item in pair]
-        self._script("reconcile", scripts.RECONCILE, self._keys_packed(scope), args, timeout)
+        keys = self._keys_packed(scope)
+        self._script("reconcile", scripts.RECONCILE, keys, _flat(pairs), timeout)
 
     # ------------------------------------------------------------------ cache
 
@@ -453,6 +462,11 @@ class RedisBackend(StateBackend):
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._where} prefix={self.prefix!r}>"
+
+
+def _flat(pairs: list[tuple[str, int]]) -> list[Any]:
+    """``(ticket, tokens)`` pairs as the reconciliation script's arguments."""
+    return [item for pair in pairs for item in pair]
 
 
 def _reply_error(reply: resp.ReplyError) -> Exception:

@@ -138,12 +138,20 @@ class Link:
         if not self.pending:
             return self._reply(limit)
         deadline = time.monotonic() + limit
-        while self.pending:
-            late = self._reply(max(deadline - time.monotonic(), 0.0))
+        while self.pending:  # every reply read within what is left of *limit*
+            late = self._reply(self._left(deadline))
             self.pending -= 1
             if isinstance(late, ReplyError):
                 self.late_errors.append(late)
-        return self._reply(max(deadline - time.monotonic(), 0.0))
+        return self._reply(self._left(deadline))
+
+    def _left(self, deadline: float) -> float:
+        """The seconds left before *deadline*, set as the timeout of the next read."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the replies took longer than the time left")
+        self._settimeout(left)
+        return left
 
     def _settimeout(self, limit: float) -> None:
         if limit != self.timeout:

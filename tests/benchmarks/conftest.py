@@ -227,3 +227,16 @@ def rounds_of(calls: int, call: Callable[[], object]) -> Callable[[], None]:
             call()
 
     return run
+
+
+def added_per_call(
+    row: dict[str, float], baseline: dict[str, float], calls: int
+) -> tuple[float, float]:
+    """Microseconds per call that *row* (an entry of :func:`measure_interleaved`,
+    rounds of *calls* calls) adds over *baseline*'s row: ``(side by side,
+    interleaved)``, the second against the rounds run just before its own."""
+    per = calls * 1e-6  # seconds per round -> us per call
+    return (
+        (row["median"] - baseline["median"]) / per,
+        (row["median"] - row["interleaved_median"]) / per,
+    )

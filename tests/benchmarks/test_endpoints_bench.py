@@ -35,6 +35,7 @@ from conftest import (
     CANNED_SERVER_SCRIPT,
     CannedTransport,
     _free_port,
+    added_per_call,
     in_threads,
     load_canned_server_module,
     measure_interleaved,
@@ -72,8 +73,7 @@ def _summary_lines() -> list[str]:
     if "single endpoint" in routing and "group of 3" in routing:
         one, three = routing["single endpoint"], routing["group of 3"]
         per = CALLS_PER_ROUND * 1e-6  # seconds per round -> us per call
-        side = (three["median"] - one["median"]) / per
-        mixed = (three["median"] - three["interleaved_median"]) / per
+        side, mixed = added_per_call(three, one, CALLS_PER_ROUND)
         lines.append(
             f"  routing overhead: {side:+.2f} us | {mixed:+.2f} us per call "
             f"(single {one['median'] / per:.2f} us, group of 3 {three['median'] / per:.2f} us | "

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CannedServer, load_module, measure_interleaved, print_lines, rounds_of
+from conftest import (
+    CannedServer,
+    added_per_call,
+    load_module,
+    measure_interleaved,
+    print_lines,
+    rounds_of,
+)
 
 import llmpool
 from llmpool.testing import MockLLMServer
@@ -99,8 +106,7 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     for row, entry in rows.items():
         if row == "none" or "interleaved_median" not in entry:
             continue
-        side = (entry["median"] - none["median"]) / per
-        mixed = (entry["median"] - entry["interleaved_median"]) / per
+        side, mixed = added_per_call(entry, none, CALLS_PER_ROUND)
         lines.append(
             f"  {row}: {side:+.1f} us | {mixed:+.1f} us "
             f"({entry['median'] / per:.1f} us per call; no limiter {none['median'] / per:.1f} | "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -128,3 +129,27 @@ def test_replies_to_requests_sent_without_waiting_are_read_first_in_order(
     assert link.request(b"fifth", 1.0) == b"hello"
     assert link.buf == b":9\r\n"  # a byte past the reply is kept for the next one
     assert link.request(b"sixth", 1.0) == 9
+
+
+def test_replies_read_late_share_the_requests_time_limit(
+    pair: tuple[resp.Link, socket.socket, Owner],
+) -> None:
+    """Ten replies still to read, the server giving one every 50 ms: the request's
+    limit (0.2 s) bounds all the reads together, not each of them, so it fails
+    before half of them arrived."""
+    link, theirs, _ = pair
+    for _ in range(10):
+        link.send(b"x", 1.0)
+
+    def trickle() -> None:
+        for _ in range(11):
+            time.sleep(0.05)
+            try:
+                theirs.sendall(b":1\r\n")
+            except OSError:
+                return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    with pytest.raises(TimeoutError):
+        link.request(b"y", 0.2)
+    assert link.pending > 5
